@@ -1,0 +1,73 @@
+"""Command line: ``python -m fashionchameleon <command>`` (also installed as ``fashionchameleon``).
+
+Subcommands import their modules lazily so that ``--help`` and ``info`` stay instant and the benchmark
+path needs only torch and numpy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import torch
+
+    from .config import get_preset
+    from .model.dit import WanDiT
+
+    preset = get_preset(args.config)
+    with torch.device("meta"):
+        model = WanDiT(preset.model)
+    params = sum(p.numel() for p in model.parameters())
+    info = {"config": preset.name, "params": params, "layers": preset.model.num_layers,
+            "dim": preset.model.inner_dim, "heads": preset.model.num_attention_heads,
+            "latent_channels": preset.latent_channels, "resolution": "{}x{}".format(*preset.resolution),
+            "block_frames": preset.stream.block_frames, "steps": len(preset.stream.denoise_timesteps)}
+    if args.json:
+        print(json.dumps(info))
+    else:
+        for k, v in info.items():
+            print(f"{k:16s} {v:,}" if isinstance(v, int) else f"{k:16s} {v}")
+    return 0
+
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    # name: (module providing add_arguments/run, one-line help)
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fashionchameleon",
+                                     description="Real-time interactive garment video customization.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser("info", help="parameter count and shape of a preset (built on the meta device)")
+    p.add_argument("--config", default="tiny", help="preset name: tiny, wan2.1-1.3b, wan2.2-ti2v-5b")
+    p.add_argument("--json", action="store_true", help="one line of JSON on stdout")
+    p.set_defaults(func=cmd_info)
+    import importlib
+
+    for name, (module, help_text) in COMMANDS.items():
+        mod = importlib.import_module(f".{module}", __package__)
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        mod.add_arguments(p)
+        p.set_defaults(func=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

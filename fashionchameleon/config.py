@@ -1,0 +1,167 @@
+"""Model and streaming presets as small dataclasses.
+
+A preset names everything needed to build the network (``ModelConfig``), the latent space it works in
+(``latent_channels``, compression factors) and how it streams (``StreamConfig``). Real Wan shapes mirror
+the published diffusers configs so that their checkpoints load one to one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+# The motions of the synthetic world; for `tiny` they are its whole prompt vocabulary.
+TINY_PROMPTS: tuple[str, ...] = ("walk", "wave", "turn", "sway", "arms_up")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the Wan-family video DiT (field names follow diffusers' ``WanTransformer3DModel``)."""
+
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    num_attention_heads: int = 4
+    attention_head_dim: int = 64
+    in_channels: int = 16
+    out_channels: int = 16
+    text_dim: int = 64
+    freq_dim: int = 256
+    ffn_dim: int = 1024
+    num_layers: int = 8
+    cross_attn_norm: bool = True
+    eps: float = 1e-6
+    rope_max_seq_len: int = 1024
+    # `tiny` learns one embedding per prompt of this vocabulary instead of running a text encoder;
+    # an empty tuple means the model takes text embeddings (umT5 for the real shapes) as input.
+    prompt_vocab: tuple[str, ...] = ()
+
+    @property
+    def inner_dim(self) -> int:
+        return self.num_attention_heads * self.attention_head_dim
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["patch_size"] = list(self.patch_size)
+        d["prompt_vocab"] = list(self.prompt_vocab)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        d = dict(d)
+        if "patch_size" in d:
+            d["patch_size"] = tuple(d["patch_size"])
+        if "prompt_vocab" in d:
+            d["prompt_vocab"] = tuple(d["prompt_vocab"])
+        return cls(**d)
+
+    @classmethod
+    def from_diffusers(cls, d: dict[str, Any]) -> "ModelConfig":
+        """Our config from a diffusers ``WanTransformer3DModel`` config.json (variants we do not model fail)."""
+        if d.get("image_dim") or d.get("added_kv_proj_dim"):
+            raise ValueError("image-conditioned Wan variants (image_dim / added_kv_proj_dim) are not supported")
+        if d.get("qk_norm", "rms_norm_across_heads") != "rms_norm_across_heads":
+            raise ValueError(f"unsupported qk_norm {d.get('qk_norm')!r}")
+        keep = {f.name for f in dataclasses.fields(cls)} - {"prompt_vocab"}
+        return cls.from_dict({k: v for k, v in d.items() if k in keep})
+
+    def to_diffusers(self) -> dict[str, Any]:
+        d = self.to_dict()
+        d.pop("prompt_vocab")
+        d.update(_class_name="WanTransformer3DModel", qk_norm="rms_norm_across_heads", image_dim=None,
+                 added_kv_proj_dim=None, pos_embed_seq_len=None)
+        return d
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """How the block-causal student streams (all in latent frames)."""
+
+    block_frames: int = 3          # latent frames denoised together
+    sink_frames: int = 3           # first generated frames kept forever (attention sink)
+    window_frames: int = 6         # rolling history after the sink
+    keep_recent: int = 3           # history frames a garment switch keeps (re-cached under the new prefix)
+    withdraw_sink: bool = True     # whether a switch also withdraws the sink (it shows the old garment)
+    denoise_timesteps: tuple[int, ...] = (1000, 750, 500, 250)
+    timestep_shift: float = 5.0    # flow-matching shift applied to the nominal timesteps
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["denoise_timesteps"] = list(self.denoise_timesteps)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "StreamConfig":
+        d = dict(d)
+        if "denoise_timesteps" in d:
+            d["denoise_timesteps"] = tuple(d["denoise_timesteps"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    model: ModelConfig
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    resolution: tuple[int, int] = (128, 128)    # (width, height) of generated video
+    fps: int = 16
+    latent_channels: int = 16
+    temporal_compression: int = 4
+    spatial_compression: int = 8
+    train_latent_frames: int = 9                # latent frames of a training clip (teacher)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "model": self.model.to_dict(), "stream": self.stream.to_dict(),
+            "resolution": list(self.resolution), "fps": self.fps, "latent_channels": self.latent_channels,
+            "temporal_compression": self.temporal_compression,
+            "spatial_compression": self.spatial_compression, "train_latent_frames": self.train_latent_frames,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Preset":
+        d = dict(d)
+        d["model"] = ModelConfig.from_dict(d["model"])
+        d["stream"] = StreamConfig.from_dict(d.get("stream", {}))
+        d["resolution"] = tuple(d.get("resolution", (128, 128)))
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+PRESETS: dict[str, Preset] = {
+    # CPU default: 64 tokens per latent frame at 128x128 (8x VAE, 2x2 patches).
+    "tiny": Preset(
+        name="tiny",
+        model=ModelConfig(num_attention_heads=4, attention_head_dim=64, in_channels=16, out_channels=16,
+                          text_dim=64, freq_dim=256, ffn_dim=1024, num_layers=8, prompt_vocab=TINY_PROMPTS),
+    ),
+    # Published diffusers configs (Wan-AI/Wan2.1-T2V-1.3B-Diffusers, Wan-AI/Wan2.2-TI2V-5B-Diffusers).
+    "wan2.1-1.3b": Preset(
+        name="wan2.1-1.3b",
+        model=ModelConfig(num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
+                          text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30),
+        resolution=(832, 480), fps=16, latent_channels=16, spatial_compression=8, train_latent_frames=21,
+        stream=StreamConfig(sink_frames=3, window_frames=18),
+    ),
+    "wan2.2-ti2v-5b": Preset(
+        name="wan2.2-ti2v-5b",
+        model=ModelConfig(num_attention_heads=24, attention_head_dim=128, in_channels=48, out_channels=48,
+                          text_dim=4096, freq_dim=256, ffn_dim=14336, num_layers=30),
+        resolution=(1280, 704), fps=24, latent_channels=48, spatial_compression=16, train_latent_frames=21,
+        # The paper's cache: M = 23 latent frames = 2 condition + 3 sink + 18 rolling.
+        stream=StreamConfig(sink_frames=3, window_frames=18),
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown config {name!r}; choose one of {', '.join(PRESETS)}") from None

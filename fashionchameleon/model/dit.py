@@ -1,0 +1,281 @@
+"""The Wan-family video DiT, written for this project and compatible with diffusers' weights.
+
+One network serves as teacher and student. What differs is only what each query frame may see:
+
+* bidirectional: all frames of the sequence see each other (optionally under a frame-level mask);
+* block-causal: a block of frames sees the condition prefix, the sink, a window of history and itself,
+  either through a mask over one long sequence (training) or through a KV cache (streaming).
+
+For the cache, every layer hands its new keys (before RoPE) and values to a ``KVCapture`` and may read
+extra keys/values (already rotated at their visible positions) from a ``KVContext``. Timesteps are given
+per latent frame, so condition frames sit at t=0 while video frames are noisy.
+
+Module and parameter names follow diffusers' ``WanTransformer3DModel`` so state dicts map one to one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import ModelConfig
+from .attention import attention
+from .rope import apply_rope, rope_angles
+
+
+class KVContext(Protocol):
+    """Keys/values from outside the current forward (the cache), per layer, before the current frames."""
+
+    def context(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotated keys and values, each (batch, heads, tokens, head_dim)."""
+        ...
+
+
+class KVCapture(Protocol):
+    def capture(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Receives the current frames' keys before RoPE and values, each (batch, heads, frames, hw, head_dim)."""
+        ...
+
+
+class FP32LayerNorm(nn.LayerNorm):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.float() if self.weight is not None else None
+        b = self.bias.float() if self.bias is not None else None
+        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).type_as(x)
+
+
+def timestep_sinusoid(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal features [cos | sin] of timesteps (Wan: flip_sin_to_cos, no frequency shift)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    ang = t.float()[..., None] * freqs
+    return torch.cat([ang.cos(), ang.sin()], dim=-1)
+
+
+class TimestepEmbedding(nn.Module):
+    def __init__(self, in_dim: int, dim: int):
+        super().__init__()
+        self.linear_1 = nn.Linear(in_dim, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(F.silu(self.linear_1(x)))
+
+
+class TextProjection(nn.Module):
+    def __init__(self, in_dim: int, dim: int):
+        super().__init__()
+        self.linear_1 = nn.Linear(in_dim, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(F.gelu(self.linear_1(x), approximate="tanh"))
+
+
+class ConditionEmbedder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.freq_dim = cfg.freq_dim
+        self.time_embedder = TimestepEmbedding(cfg.freq_dim, cfg.inner_dim)
+        self.time_proj = nn.Linear(cfg.inner_dim, cfg.inner_dim * 6)
+        self.text_embedder = TextProjection(cfg.text_dim, cfg.inner_dim)
+
+    def forward(self, timestep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-frame timesteps (batch, frames) -> temb (b, f, dim) and modulation (b, f, 6, dim)."""
+        dtype = self.time_embedder.linear_1.weight.dtype
+        temb = self.time_embedder(timestep_sinusoid(timestep, self.freq_dim).to(dtype))
+        mod = self.time_proj(F.silu(temb)).unflatten(-1, (6, -1))
+        return temb, mod
+
+
+class FeedForward(nn.Module):
+    """GELU(tanh) MLP; the ``net.0.proj`` / ``net.2`` names are diffusers'."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        proj = nn.Module()
+        proj.proj = nn.Linear(dim, hidden)
+        self.net = nn.ModuleList([proj, nn.Dropout(0.0), nn.Linear(hidden, dim)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net[2](F.gelu(self.net[0].proj(x), approximate="tanh"))
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, eps: float):
+        super().__init__()
+        self.heads = heads
+        self.to_q = nn.Linear(dim, dim)
+        self.to_k = nn.Linear(dim, dim)
+        self.to_v = nn.Linear(dim, dim)
+        self.to_out = nn.ModuleList([nn.Linear(dim, dim), nn.Dropout(0.0)])
+        self.norm_q = nn.RMSNorm(dim, eps=eps)
+        self.norm_k = nn.RMSNorm(dim, eps=eps)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (b, heads, tokens, hd)
+
+    def self_attention(self, x: torch.Tensor, frames: int, cos: torch.Tensor, sin: torch.Tensor,
+                       mask: torch.Tensor | None, layer: int, context: KVContext | None,
+                       capture: KVCapture | None) -> torch.Tensor:
+        q = self._heads(self.norm_q(self.to_q(x)))
+        k = self._heads(self.norm_k(self.to_k(x)))
+        v = self._heads(self.to_v(x))
+        if capture is not None:
+            b, h, n, d = k.shape
+            capture.capture(layer, k.view(b, h, frames, n // frames, d), v.view(b, h, frames, n // frames, d))
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if context is not None:
+            ck, cv = context.context(layer)
+            if ck.shape[2]:
+                k = torch.cat([ck.to(k.dtype), k], dim=2)
+                v = torch.cat([cv.to(v.dtype), v], dim=2)
+        out = attention(q, k, v, mask)
+        return self.to_out[0](out.transpose(1, 2).flatten(2))
+
+    def cross_attention(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        if text.shape[1] == 1:
+            # Softmax over a single key is 1: every query receives that key's value (q is irrelevant).
+            return self.to_out[0](self.to_v(text)).expand_as(x)
+        q = self._heads(self.norm_q(self.to_q(x)))
+        k = self._heads(self.norm_k(self.to_k(text)))
+        v = self._heads(self.to_v(text))
+        return self.to_out[0](attention(q, k, v).transpose(1, 2).flatten(2))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        dim = cfg.inner_dim
+        self.norm1 = FP32LayerNorm(dim, cfg.eps, elementwise_affine=False)
+        self.attn1 = Attention(dim, cfg.num_attention_heads, cfg.eps)
+        self.attn2 = Attention(dim, cfg.num_attention_heads, cfg.eps)
+        self.norm2 = FP32LayerNorm(dim, cfg.eps, elementwise_affine=True) if cfg.cross_attn_norm else nn.Identity()
+        self.ffn = FeedForward(dim, cfg.ffn_dim)
+        self.norm3 = FP32LayerNorm(dim, cfg.eps, elementwise_affine=False)
+        self.scale_shift_table = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor | None, mod: torch.Tensor, frames: int,
+                cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None, layer: int,
+                context: KVContext | None, capture: KVCapture | None) -> torch.Tensor:
+        b, n, d = x.shape
+        # mod: (b, frames, 6, dim) -> six (b, frames, 1, dim) tensors, broadcast over each frame's tokens.
+        shift, scale, gate, c_shift, c_scale, c_gate = (self.scale_shift_table + mod.float()).unsqueeze(2).unbind(3)
+
+        def per_frame(t: torch.Tensor, fn) -> torch.Tensor:
+            return fn(t.view(b, frames, n // frames, d)).view(b, n, d)
+
+        h = per_frame(self.norm1(x.float()), lambda t: t * (1 + scale) + shift).type_as(x)
+        h = self.attn1.self_attention(h, frames, cos, sin, mask, layer, context, capture)
+        x = per_frame(x.float(), lambda t: t + h.view(t.shape) * gate).type_as(x)
+        if text is not None:
+            x = x + self.attn2.cross_attention(self.norm2(x.float()).type_as(x), text)
+        h = per_frame(self.norm3(x.float()), lambda t: t * (1 + c_scale) + c_shift).type_as(x)
+        h = self.ffn(h)
+        return per_frame(x.float(), lambda t: t + h.float().view(t.shape) * c_gate).type_as(x)
+
+
+class WanDiT(nn.Module):
+    """Wan video DiT. ``forward`` maps noisy latents (b, c, f, h, w) to the flow-matching velocity."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        dim = cfg.inner_dim
+        self.patch_embedding = nn.Conv3d(cfg.in_channels, dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.condition_embedder = ConditionEmbedder(cfg)
+        self.blocks = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.num_layers)])
+        self.norm_out = FP32LayerNorm(dim, cfg.eps, elementwise_affine=False)
+        self.proj_out = nn.Linear(dim, cfg.out_channels * math.prod(cfg.patch_size))
+        self.scale_shift_table = nn.Parameter(torch.randn(1, 2, dim) / dim**0.5)
+        if cfg.prompt_vocab:
+            self.prompt_embedding = nn.Embedding(len(cfg.prompt_vocab), cfg.text_dim)
+
+    # -- helpers -------------------------------------------------------------------------------------------
+    def tokens_per_frame(self, height: int, width: int) -> int:
+        _, ph, pw = self.config.patch_size
+        return (height // ph) * (width // pw)
+
+    def prompt_ids(self, prompts: list[str] | str) -> torch.Tensor:
+        vocab = self.config.prompt_vocab
+        prompts = [prompts] if isinstance(prompts, str) else prompts
+        bad = [p for p in prompts if p not in vocab]
+        if bad:
+            raise ValueError(f"prompt {bad[0]!r} is not one this model knows: {', '.join(vocab)}")
+        return torch.tensor([vocab.index(p) for p in prompts], device=self.proj_out.weight.device)
+
+    def embed_text(self, text: torch.Tensor | list[str] | str | None) -> torch.Tensor | None:
+        """Projected text tokens (b, L, dim): from prompt names (vocabulary models) or text-encoder output."""
+        if text is None:
+            return None
+        if isinstance(text, (str, list)):
+            if not self.config.prompt_vocab:
+                raise ValueError("this model takes text embeddings (e.g. umT5), not prompt names")
+            text = self.prompt_embedding(self.prompt_ids(text))[:, None]
+        return self.condition_embedder.text_embedder(text.to(self.proj_out.weight.dtype))
+
+    def rope(self, positions: torch.Tensor, hp: int, wp: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return rope_angles(positions, hp, wp, self.config.attention_head_dim)
+
+    # -- forward ---------------------------------------------------------------------------------------------
+    def forward(
+        self,
+        latents: torch.Tensor,
+        timestep: torch.Tensor,
+        text: torch.Tensor | list[str] | str | None = None,
+        *,
+        positions: torch.Tensor | None = None,
+        frame_mask: torch.Tensor | None = None,
+        context: KVContext | None = None,
+        capture: KVCapture | None = None,
+        text_is_embedded: bool = False,
+    ) -> torch.Tensor:
+        """Velocity prediction.
+
+        Args:
+            latents: (b, c, f, h, w).
+            timestep: (b,) one timestep per sample, or (b, f) one per latent frame.
+            text: (b, L, text_dim) embeddings, prompt names for vocabulary models, or None (no cross-attention).
+            positions: temporal RoPE positions of the f frames (default 0..f-1).
+            frame_mask: boolean (f, f_context + f), True where a query frame may attend a key frame
+                (context frames first).
+            context / capture: KV-cache hooks (see module docstring).
+            text_is_embedded: ``text`` already went through ``embed_text`` (reuse across denoising steps).
+        """
+        b, _, f, h, w = latents.shape
+        pt, ph, pw = self.config.patch_size
+        if f % pt or h % ph or w % pw:
+            raise ValueError(f"latent shape {tuple(latents.shape)} is not divisible by patch size {(pt, ph, pw)}")
+        f, hp, wp = f // pt, h // ph, w // pw
+        hw = hp * wp
+        if positions is None:
+            positions = torch.arange(f, device=latents.device)
+        cos, sin = self.rope(positions, hp, wp)
+        cos, sin = cos.to(latents.device), sin.to(latents.device)
+
+        if timestep.ndim == 0:
+            timestep = timestep.expand(b)
+        if timestep.ndim == 1:
+            timestep = timestep[:, None].expand(b, f)
+        temb, mod = self.condition_embedder(timestep)
+
+        text_tokens = text if text_is_embedded else self.embed_text(text)
+
+        mask = None
+        if frame_mask is not None:
+            mask = frame_mask.to(latents.device).repeat_interleave(hw, 0).repeat_interleave(hw, 1)
+
+        x = self.patch_embedding(latents).flatten(2).transpose(1, 2).contiguous()
+        for i, block in enumerate(self.blocks):
+            x = block(x, text_tokens, mod, f, cos, sin, mask, i, context, capture)
+
+        shift, scale = (self.scale_shift_table + temb.float().unsqueeze(2)).unsqueeze(2).unbind(3)
+        d = x.shape[-1]
+        x = (self.norm_out(x.float()).view(b, f, hw, d) * (1 + scale) + shift).view(b, f * hw, d).type_as(x)
+        x = self.proj_out(x)
+        x = x.reshape(b, f, hp, wp, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
+        return x.flatten(6, 7).flatten(4, 5).flatten(2, 3)
