@@ -1,0 +1,196 @@
+"""The streaming KV cache: named segments ``prefix | sink | history`` and the visibility policy.
+
+Keys are stored *before* RoPE, one tensor per layer and segment, shaped (batch, heads, frames, hw, head_dim).
+Positions are never stored: every time the visible window changes, keys are rotated at their place in
+it, laid out exactly like a training sequence:
+
+    position:  0 .. P-1      P .. P+S-1     P+S .. P+S+H-1      then the query block
+               prefix        sink           history (rolling)
+
+so no position ever exceeds ``P + sink + window + block`` however long the stream runs, and the same
+visible content gives the same output at frame 100 and at frame 10,000 (translation invariance).
+
+The same policy (which earlier frames a block sees) builds the block-causal masks of training, so the
+masked full-sequence pass and the cached block-by-block pass compute the same numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .rope import apply_rope, rope_angles
+
+SEGMENTS = ("prefix", "sink", "history")
+
+
+class LayerCapture:
+    """Collects the keys (pre-RoPE) and values each layer computes for the current frames."""
+
+    def __init__(self) -> None:
+        self.keys: dict[int, torch.Tensor] = {}
+        self.values: dict[int, torch.Tensor] = {}
+
+    def capture(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+        self.keys[layer] = keys
+        self.values[layer] = values
+
+    @property
+    def frames(self) -> int:
+        return next(iter(self.keys.values())).shape[2] if self.keys else 0
+
+    def frames_slice(self, start: int, stop: int) -> "LayerCapture":
+        out = LayerCapture()
+        for i in self.keys:
+            out.capture(i, self.keys[i][:, :, start:stop], self.values[i][:, :, start:stop])
+        return out
+
+
+@dataclass(frozen=True)
+class WindowPolicy:
+    """Which committed frames a block sees: the first ``sink`` frames and the last ``window`` others."""
+
+    sink: int
+    window: int
+
+    def visible(self, committed: int) -> list[int]:
+        """Indices of earlier frames visible to a block when ``committed`` frames precede it."""
+        sink = list(range(min(self.sink, committed)))
+        return sink + list(range(max(self.sink, committed - self.window), committed))
+
+
+def block_causal_mask(num_frames: int, block: int, policy: WindowPolicy, context_frames: int = 0,
+                      teacher_forcing: bool = False) -> torch.Tensor:
+    """Frame-level boolean mask (queries, context + keys) for a block-causal pass.
+
+    Plain: ``num_frames`` frames in blocks; block j sees the context (the prefix), the frames the policy keeps
+    before it, and itself. Teacher forcing: the sequence is ``[clean 0..N-1 | noisy 0..N-1]``; clean frames
+    follow the plain rule, and noisy block j sees the context, the policy's clean frames before it and itself.
+    """
+    n = num_frames
+    rows = 2 * n if teacher_forcing else n
+    mask = torch.zeros(rows, context_frames + rows, dtype=torch.bool)
+    mask[:, :context_frames] = True
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        earlier = [context_frames + i for i in policy.visible(start)]
+        for offset in ([0, n] if teacher_forcing else [0]):
+            q = slice(offset + start, offset + stop)
+            mask[q, earlier] = True
+            mask[q, context_frames + offset + start: context_frames + offset + stop] = True
+    return mask
+
+
+class KVCache:
+    """Bounded per-layer KV storage with segments ``prefix``, ``sink`` and ``history``.
+
+    ``commit`` fills the sink first, then the rolling history (oldest evicted beyond ``window``), so memory is
+    bounded by ``prefix + sink + window`` frames. ``context(layer)`` returns the visible keys rotated at their
+    window positions plus values; it is memoised until the cache changes (all denoising steps of a block share
+    it).
+    """
+
+    def __init__(self, num_layers: int, head_dim: int, grid: tuple[int, int], policy: WindowPolicy,
+                 prefix_frames: int = 2) -> None:
+        self.num_layers = num_layers
+        self.head_dim = head_dim
+        self.grid = grid  # (height, width) in tokens
+        self.policy = policy
+        self.prefix_frames = prefix_frames
+        self.keys: dict[str, list[torch.Tensor | None]] = {s: [None] * num_layers for s in SEGMENTS}
+        self.values: dict[str, list[torch.Tensor | None]] = {s: [None] * num_layers for s in SEGMENTS}
+        self.committed_frames = 0  # frames committed since the stream (re)started, for bookkeeping
+        self._memo: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # -- inspection -------------------------------------------------------------------------------------------
+    def frames(self, segment: str) -> int:
+        k = self.keys[segment][0]
+        return 0 if k is None else k.shape[2]
+
+    @property
+    def visible_frames(self) -> int:
+        return sum(self.frames(s) for s in SEGMENTS)
+
+    def query_positions(self, num_frames: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Temporal positions of the next block, right after the visible frames."""
+        v = self.visible_frames
+        return torch.arange(v, v + num_frames, device=device)
+
+    def memory_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for store in (self.keys, self.values)
+                   for seg in store.values() for t in seg if t is not None)
+
+    def segment(self, name: str, layer: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        return self.keys[name][layer], self.values[name][layer]
+
+    # -- mutation ---------------------------------------------------------------------------------------------
+    def _changed(self) -> None:
+        self._memo.clear()
+
+    def write(self, segment: str, capture: LayerCapture) -> None:
+        """Replace a whole segment with captured keys/values."""
+        for i in range(self.num_layers):
+            self.keys[segment][i] = capture.keys[i]
+            self.values[segment][i] = capture.values[i]
+        self._changed()
+
+    def set_prefix(self, capture: LayerCapture) -> None:
+        """(Re)write the condition prefix (reference + garment), e.g. after a garment switch."""
+        if capture.frames != self.prefix_frames:
+            raise ValueError(f"prefix has {self.prefix_frames} frames, got {capture.frames}")
+        self.write("prefix", capture)
+
+    def commit(self, capture: LayerCapture) -> None:
+        """Append clean frames: the sink fills first, the rest rolls through the history window."""
+        n = capture.frames
+        to_sink = max(0, min(n, self.policy.sink - self.frames("sink")))
+        for i in range(self.num_layers):
+            k, v = capture.keys[i], capture.values[i]
+            if to_sink:
+                self.keys["sink"][i] = _cat(self.keys["sink"][i], k[:, :, :to_sink])
+                self.values["sink"][i] = _cat(self.values["sink"][i], v[:, :, :to_sink])
+            if n > to_sink:
+                hk = _cat(self.keys["history"][i], k[:, :, to_sink:])
+                hv = _cat(self.values["history"][i], v[:, :, to_sink:])
+                self.keys["history"][i] = hk[:, :, -self.policy.window:] if self.policy.window else hk[:, :, :0]
+                self.values["history"][i] = hv[:, :, -self.policy.window:] if self.policy.window else hv[:, :, :0]
+        self.committed_frames += n
+        self._changed()
+
+    def keep_history(self, frames: int) -> None:
+        """Shrink the history to its last ``frames`` frames (0 drops it all)."""
+        for i in range(self.num_layers):
+            for store in (self.keys, self.values):
+                t = store["history"][i]
+                if t is not None:
+                    store["history"][i] = t[:, :, t.shape[2] - min(frames, t.shape[2]):]
+        self._changed()
+
+    def clear(self, segment: str) -> None:
+        self.keys[segment] = [None] * self.num_layers
+        self.values[segment] = [None] * self.num_layers
+        self._changed()
+
+    def reset(self) -> None:
+        for s in SEGMENTS:
+            self.clear(s)
+        self.committed_frames = 0
+
+    # -- reading (the model's KVContext) ---------------------------------------------------------------------------
+    def context(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if layer not in self._memo:
+            ks = [self.keys[s][layer] for s in SEGMENTS if self.keys[s][layer] is not None]
+            vs = [self.values[s][layer] for s in SEGMENTS if self.values[s][layer] is not None]
+            if not ks:
+                raise RuntimeError("the KV cache is empty: prefill the condition prefix first")
+            k, v = torch.cat(ks, dim=2), torch.cat(vs, dim=2)
+            b, h, f, hw, d = k.shape
+            cos, sin = rope_angles(torch.arange(f, device=k.device), *self.grid, self.head_dim)
+            k = apply_rope(k.reshape(b, h, f * hw, d), cos.to(k.device), sin.to(k.device))
+            self._memo[layer] = (k, v.reshape(b, h, f * hw, d))
+        return self._memo[layer]
+
+
+def _cat(a: torch.Tensor | None, b: torch.Tensor) -> torch.Tensor:
+    return b if a is None else torch.cat([a, b], dim=2)
