@@ -35,6 +35,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module providing add_arguments/run, one-line help)
+    "world": ("data.cli", "render a sample and a switch sample of the synthetic world (mp4 + contact sheets)"),
+    "train-codec": ("training.codec_train", "train the small latent codec of `tiny` on the synthetic world"),
 }
 
 

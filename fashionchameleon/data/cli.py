@@ -1,0 +1,59 @@
+"""``python -m fashionchameleon world``: render a sample and a switch sample of the synthetic world."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, required=True, help="any seed 0-999,999 (held-out ones included here)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--switches", type=int, default=1, help="garment switches in the switch sample")
+    p.add_argument("--frames", type=int, default=48, help="frames per clip (>= 32: at least 2 s at 16 fps)")
+    p.add_argument("--size", type=int, default=128, help="even resolution")
+    p.add_argument("--fps", type=int, default=16)
+
+
+def contact_sheet(rows: list[list[np.ndarray]]) -> np.ndarray:
+    return np.concatenate([np.concatenate(r, 1) for r in rows], 0)
+
+
+def run(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from ..streaming.video import write_mp4
+    from .world import make_sample, make_switch_sample
+
+    if not 0 <= args.seed < 1_000_000:
+        print(f"error: seed {args.seed} is outside 0-999,999", file=sys.stderr)
+        return 2
+    if args.size % 2 or args.size < 32:
+        print(f"error: --size must be even and >= 32, got {args.size}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    s = make_sample(args.seed, num_frames=args.frames, size=args.size, fps=args.fps)
+    write_mp4(s.clip.frames, args.out / f"world_{args.seed}.mp4", fps=args.fps)
+    idx = np.linspace(0, args.frames - 1, 6).astype(int)
+    mask_rgb = [np.repeat((s.clip.garment_masks[i] * 255).astype(np.uint8)[..., None], 3, -1) for i in idx]
+    Image.fromarray(contact_sheet([[s.reference, s.garment_image] + [s.clip.frames[i] for i in idx],
+                                   [np.full_like(s.reference, 255)] * 2 + mask_rgb])).save(args.out / f"world_{args.seed}.png")
+
+    sw = make_switch_sample(args.seed, switches=args.switches, num_frames=max(args.frames, 16 * (args.switches + 2)),
+                            size=args.size, fps=args.fps)
+    write_mp4(sw.clip.frames, args.out / f"world_{args.seed}_switch.mp4", fps=args.fps)
+    rows = []
+    for f in sw.switch_frames:
+        rows.append([sw.clip.frames[max(0, f + d)] for d in (-2, -1, 0, 1, 2, 8)])
+    Image.fromarray(contact_sheet([sw.garment_images])).save(args.out / f"world_{args.seed}_garments.png")
+    Image.fromarray(contact_sheet(rows)).save(args.out / f"world_{args.seed}_switch.png")
+    info = {"seed": args.seed, "prompt": s.prompt, "garment": s.garment.to_dict(),
+            "reference_garment": s.reference_garment.to_dict(), "switch_frames": sw.switch_frames,
+            "switch_garments": [g.to_dict() for g in sw.garments]}
+    (args.out / f"world_{args.seed}.json").write_text(json.dumps(info, indent=2) + "\n")
+    print(f"wrote {args.out}/world_{args.seed}[.mp4|.png|_switch.mp4|_switch.png|.json]", file=sys.stderr)
+    return 0

@@ -1,0 +1,159 @@
+"""Data sets: the synthetic world (rendered on the fly or from a pre-rendered bank, optionally as cached
+latents keyed by the codec's hash) and a folder of real triplets (the paper's benchmark layout).
+
+The training side refuses held-out seeds (500,000-999,999): evaluation numbers stay honest.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .world import HELDOUT_SEEDS, TRAIN_SEEDS, make_sample
+
+
+class HeldOutSeedError(ValueError):
+    pass
+
+
+def check_training_seeds(seeds) -> list[int]:
+    seeds = [int(s) for s in seeds]
+    bad = [s for s in seeds if s in HELDOUT_SEEDS]
+    if bad:
+        raise HeldOutSeedError(f"seed {bad[0]} is held out for evaluation (500,000-999,999); "
+                               f"training uses seeds 0-499,999")
+    out_of_range = [s for s in seeds if s not in TRAIN_SEEDS]
+    if out_of_range:
+        raise ValueError(f"seed {out_of_range[0]} is outside the world's seed range 0-999,999")
+    return seeds
+
+
+@dataclass
+class Bank:
+    """Pre-rendered samples as arrays (uint8): clips (N, T, H, W, 3), garment images and references (N, H, W, 3)."""
+
+    seeds: np.ndarray
+    clips: np.ndarray
+    garments: np.ndarray
+    references: np.ndarray
+    prompts: list[str]
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, seeds=self.seeds, clips=self.clips, garments=self.garments, references=self.references,
+                 prompts=np.array(self.prompts))
+
+    @classmethod
+    def load(cls, path: Path) -> "Bank":
+        d = np.load(path)
+        return cls(d["seeds"], d["clips"], d["garments"], d["references"], [str(p) for p in d["prompts"]])
+
+
+def _render_one(args):
+    seed, frames, size = args
+    s = make_sample(seed, num_frames=frames, size=size)
+    return s.clip.frames, s.garment_image, s.reference, s.prompt
+
+
+def render_bank(seeds, num_frames: int, size: int = 128, workers: int = 2, training: bool = True,
+                progress: bool = True) -> Bank:
+    seeds = check_training_seeds(seeds) if training else [int(s) for s in seeds]
+    jobs = [(s, num_frames, size) for s in seeds]
+    ctx = mp.get_context("fork")
+    from tqdm import tqdm
+
+    with ctx.Pool(workers) as pool:
+        results = list(tqdm(pool.imap(_render_one, jobs, chunksize=4), total=len(jobs), disable=not progress,
+                            desc="render world", unit="clip"))
+    return Bank(np.array(seeds), np.stack([r[0] for r in results]), np.stack([r[1] for r in results]),
+                np.stack([r[2] for r in results]), [r[3] for r in results])
+
+
+def to_tensor_video(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (..., T, H, W, 3) -> float (..., 3, T, H, W) in [-1, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).float().div(127.5).sub(1.0)
+    return x.movedim(-1, -4)
+
+
+def to_tensor_image(images: np.ndarray) -> torch.Tensor:
+    """uint8 (..., H, W, 3) -> float (..., 3, H, W) in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).float().div(127.5).sub(1.0).movedim(-1, -3)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """float (..., 3, [T,] H, W) in [-1, 1] with channels at dim -4 (video) or -3 (image) -> uint8 channels-last."""
+    dim = -4 if x.ndim >= 4 and x.shape[-4] == 3 else -3
+    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().movedim(dim, -1).cpu().numpy()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Real triplets: <id>.mp4, <id>_src.png, <id>_cloth.png, optional <id>.txt
+# ----------------------------------------------------------------------------------------------------------
+
+def read_video(path: Path, max_frames: int | None = None) -> np.ndarray:
+    import av
+
+    frames = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            if max_frames and len(frames) >= max_frames:
+                break
+    if not frames:
+        raise ValueError("no video frames")
+    return np.stack(frames)
+
+
+class FolderTriplets(torch.utils.data.Dataset):
+    """A folder of real person/garment/video triplets; bad items are skipped with a warning, never a crash."""
+
+    def __init__(self, root: str | Path, size: int = 128, num_frames: int = 33):
+        from ..streaming.preprocess import load_image  # noqa: F401  (validated lazily per item)
+
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"{self.root}: not a folder")
+        self.size, self.num_frames = size, num_frames
+        self.ids = sorted(p.stem for p in self.root.glob("*.mp4"))
+        self.valid: list[str] = []
+        for i in self.ids:
+            missing = [n for n in (f"{i}_src.png", f"{i}_cloth.png") if not (self.root / n).is_file()]
+            if missing:
+                warnings.warn(f"skipping {self.root / (i + '.mp4')}: missing {', '.join(missing)}")
+                continue
+            self.valid.append(i)
+
+    def __len__(self) -> int:
+        return len(self.valid)
+
+    def _load(self, i: str) -> dict:
+        from ..streaming.preprocess import fit_garment, fit_person, load_image
+
+        frames = read_video(self.root / f"{i}.mp4", self.num_frames)
+        if len(frames) < self.num_frames:
+            raise ValueError(f"{len(frames)} frames, need {self.num_frames}")
+        frames = np.stack([fit_person(f, self.size) for f in frames])
+        caption = (self.root / f"{i}.txt").read_text().strip() if (self.root / f"{i}.txt").is_file() else ""
+        return {"id": i, "video": to_tensor_video(frames),
+                "reference": to_tensor_image(fit_person(load_image(self.root / f"{i}_src.png"), self.size)),
+                "garment": to_tensor_image(fit_garment(load_image(self.root / f"{i}_cloth.png"), self.size)),
+                "caption": caption}
+
+    def __getitem__(self, index: int) -> dict | None:
+        i = self.valid[index]
+        try:
+            return self._load(i)
+        except Exception as e:  # a bad file must not end an epoch
+            warnings.warn(f"skipping {self.root / (i + '.mp4')}: {type(e).__name__}: {e}")
+            return None
+
+    def __iter__(self):
+        for k in range(len(self)):
+            item = self[k]
+            if item is not None:
+                yield item
