@@ -157,3 +157,58 @@ class FolderTriplets(torch.utils.data.Dataset):
             item = self[k]
             if item is not None:
                 yield item
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The world as a torch data set (frames, or latents cached on disk under the codec's hash)
+# ----------------------------------------------------------------------------------------------------------
+
+class WorldDataset(torch.utils.data.Dataset):
+    """Samples of the synthetic world by seed.
+
+    Without a codec, items hold pixels in [-1, 1]; with one, latents of the video, the reference and the
+    garment image, cached under ``cache_dir/<codec sha256[:16]>/`` so a changed codec never reuses stale
+    latents. ``training=True`` (the default) refuses held-out seeds.
+    """
+
+    def __init__(self, seeds, num_frames: int = 33, size: int = 128, codec=None, cache_dir: str | Path | None = None,
+                 training: bool = True):
+        self.seeds = check_training_seeds(seeds) if training else [int(s) for s in seeds]
+        self.num_frames, self.size, self.codec = num_frames, size, codec
+        self.cache = None
+        if codec is not None and cache_dir is not None:
+            self.cache = Path(cache_dir) / codec.sha256[:16]
+            self.cache.mkdir(parents=True, exist_ok=True)
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    def __getitem__(self, index: int) -> dict:
+        seed = self.seeds[index]
+        if self.codec is None:
+            s = make_sample(seed, self.num_frames, self.size)
+            return {"seed": seed, "prompt": s.prompt, "video": to_tensor_video(s.clip.frames),
+                    "reference": to_tensor_image(s.reference), "garment": to_tensor_image(s.garment_image)}
+        path = self.cache / f"{seed}_{self.num_frames}_{self.size}.safetensors" if self.cache else None
+        if path is not None and path.exists():
+            from safetensors.torch import load_file
+
+            t = load_file(str(path))
+            return {"seed": seed, "prompt": make_prompt(seed), **{k: v.float() for k, v in t.items()}}
+        s = make_sample(seed, self.num_frames, self.size)
+        with torch.no_grad():
+            item = {"video": self.codec.encode(to_tensor_video(s.clip.frames)[None])[0],
+                    "reference": self.codec.encode_image(to_tensor_image(s.reference)[None])[0],
+                    "garment": self.codec.encode_image(to_tensor_image(s.garment_image)[None])[0]}
+        if path is not None:
+            from safetensors.torch import save_file
+
+            save_file({k: v.half().contiguous() for k, v in item.items()}, str(path))
+            item = {k: v.half().float() for k, v in item.items()}  # identical whether cached or not
+        return {"seed": seed, "prompt": s.prompt, **item}
+
+
+def make_prompt(seed: int) -> str:
+    from .world import spec_for_seed
+
+    return spec_for_seed(seed).prompt

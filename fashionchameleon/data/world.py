@@ -341,7 +341,7 @@ def _limb(shoulder, angle: float, bend: float, l1: float, l2: float, side: int, 
 
 
 def render_frame(spec: Spec, garment: Garment, t: float, size: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One frame: (rgb uint8 HxWx3, person mask bool, garment mask bool)."""
+    """One frame: (rgb uint8 HxWx3, person mask bool, garment mask bool), masks as exact support."""
     cv = Canvas(size)
     img = _background(cv, spec.scene).astype(np.float32)
     P, pose = spec.person, pose_at(spec, t)
@@ -398,8 +398,6 @@ def render_frame(spec: Spec, garment: Garment, t: float, size: int = 128) -> tup
         skirt = cv.polygon([(hip_l[0] - 0.01, hip_y), (hip_r[0] + 0.01, hip_y),
                             (cx + hw * 1.8, hip_y + 0.19 * s), (cx - hw * 1.8, hip_y + 0.19 * s)])
         torso = np.maximum(torso, skirt)
-    if garment.type == "tank":  # shoulders show skin around the straps
-        paint(cv.capsule(sh_l, sh_r, 0.03 * s), P.skin, False)
     paint(torso, tex, True)
     if garment.type == "jacket":  # open front shows the shirt underneath
         opening = cv.polygon([(cx - 0.018 * s * squeeze + tilt_dx, shoulder_y - 0.005),
@@ -448,7 +446,9 @@ def render_frame(spec: Spec, garment: Garment, t: float, size: int = 128) -> tup
         paint(cv.ellipse((head_c[0] + face_dx, head_c[1] + hr * 0.5), hr * 0.3 * squeeze, hr * 0.07), (150, 60, 60), False)
 
     rgb = np.clip(img + 0.5, 0, 255).astype(np.uint8)
-    return rgb, person > 0.5, garm > 0.5
+    # Masks are the exact support (any coverage): a pixel outside the garment mask does not depend on the
+    # garment at all. Metrics that want the garment's interior erode it.
+    return rgb, person > 1e-4, garm > 1e-4
 
 
 def render_flatlay(garment: Garment, size: int = 128) -> np.ndarray:

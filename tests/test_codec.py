@@ -1,0 +1,70 @@
+"""Codec interface: streaming decode equals full decode (both implementations), image = first latent."""
+
+import pytest
+import torch
+
+from fashionchameleon.model.codec import TinyCodec, TinyCodecConfig, WanVAECodec, latent_frames
+
+
+def small_tiny_codec():
+    from conftest import randomize_
+
+    codec = TinyCodec(TinyCodecConfig(enc_channels=(8, 8, 16, 16), latent_width=16, frame_width=16))
+    randomize_(codec, scale=0.06, seed=4)
+    return codec.eval()
+
+
+def small_wan_codec():
+    from diffusers import AutoencoderKLWan
+
+    from conftest import randomize_
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                           temperal_downsample=[False, True, True])
+    randomize_(vae, scale=0.1, seed=5)
+    return WanVAECodec(vae.eval())
+
+
+@pytest.mark.parametrize("make", [small_tiny_codec, small_wan_codec], ids=["tiny", "wan"])
+@torch.no_grad()
+def test_streaming_decode_equals_full_decode(make):
+    codec = make()
+    video = torch.rand(1, 3, 17, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    z = codec.encode(video)
+    assert z.shape == (1, 16, latent_frames(17), 4, 4)
+    full = codec.decode(z)
+    assert full.shape == (1, 3, 17, 32, 32) and full.std() > 1e-3
+    dec = codec.stream_decoder()
+    chunks = [dec.decode(z[:, :, :2]), dec.decode(z[:, :, 2:3]), dec.decode(z[:, :, 3:5])]
+    assert [c.shape[2] for c in chunks] == [5, 4, 8]
+    torch.testing.assert_close(torch.cat(chunks, 2), full, atol=1e-4, rtol=1e-4)
+    # a fresh stream decoder starts over: its first latent again yields one frame
+    assert codec.stream_decoder().decode(z[:, :, :1]).shape[2] == 1
+
+
+@pytest.mark.parametrize("make", [small_tiny_codec, small_wan_codec], ids=["tiny", "wan"])
+@torch.no_grad()
+def test_encode_image_is_first_latent_of_a_one_frame_video(make):
+    codec = make()
+    frame = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    video = torch.cat([frame[:, :, None], torch.rand(2, 3, 4, 32, 32) * 2 - 1], 2)
+    img = codec.encode_image(frame)
+    torch.testing.assert_close(img, codec.encode(frame[:, :, None]), atol=1e-5, rtol=1e-5)
+    # causal: the first latent of a longer video is the image latent too
+    torch.testing.assert_close(img, codec.encode(video)[:, :, :1], atol=1e-4, rtol=1e-4)
+
+
+def test_tiny_codec_save_load_and_hash(tmp_path):
+    codec = small_tiny_codec()
+    codec.save(tmp_path / "c")
+    loaded = TinyCodec.load(tmp_path / "c")
+    assert loaded.sha256 == codec.sha256
+    with torch.no_grad():
+        loaded.latent_mean.add_(1.0)
+    assert loaded.sha256 != codec.sha256
+
+
+def test_video_length_must_be_one_plus_4k():
+    with pytest.raises(ValueError, match="1 \\+ 4k"):
+        small_tiny_codec().encode(torch.zeros(1, 3, 6, 16, 16))
