@@ -141,6 +141,13 @@ PRESETS: dict[str, Preset] = {
         model=ModelConfig(num_attention_heads=4, attention_head_dim=64, in_channels=16, out_channels=16,
                           text_dim=64, freq_dim=256, ffn_dim=1024, num_layers=8, prompt_vocab=TINY_PROMPTS),
     ),
+    # A few-thousand-parameter stand-in used by the tests (32x32 video, 4x4 latents): not a real model.
+    "micro": Preset(
+        name="micro",
+        model=ModelConfig(num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
+                          text_dim=8, freq_dim=16, ffn_dim=32, num_layers=2, prompt_vocab=TINY_PROMPTS),
+        resolution=(32, 32), train_latent_frames=6, stream=StreamConfig(sink_frames=3, window_frames=3, keep_recent=3),
+    ),
     # Published diffusers configs (Wan-AI/Wan2.1-T2V-1.3B-Diffusers, Wan-AI/Wan2.2-TI2V-5B-Diffusers).
     "wan2.1-1.3b": Preset(
         name="wan2.1-1.3b",

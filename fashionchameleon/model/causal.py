@@ -12,6 +12,10 @@ from .dit import WanDiT
 from .kv_cache import KVCache, LayerCapture, WindowPolicy
 
 
+class StopRequested(Exception):
+    """Raised between denoising steps when the caller asked the stream to stop."""
+
+
 def new_cache(model: WanDiT, latent_hw: tuple[int, int], policy: WindowPolicy, prefix_frames: int = 2) -> KVCache:
     _, ph, pw = model.config.patch_size
     return KVCache(model.config.num_layers, model.config.attention_head_dim,
@@ -44,3 +48,31 @@ def commit(model: WanDiT, cache: KVCache, clean: torch.Tensor, text) -> torch.Te
                 context=cache, capture=capture, text_is_embedded=True)
     cache.commit(capture)
     return out
+
+
+def denoise_block(model: WanDiT, cache: KVCache, noise: torch.Tensor, sigmas: torch.Tensor, text, *,
+                  exit_step: int | None = None, generator: torch.Generator | None = None,
+                  renoise: list[torch.Tensor] | None = None, should_stop=None) -> torch.Tensor:
+    """Few-step sampling of one block: predict x0 at each noise level, re-noise to the next one.
+
+    ``exit_step`` (DMD training) stops after that step and lets gradients flow through it only. Returns the
+    clean estimate. Re-noising draws from ``generator`` unless ``renoise`` gives the noises. ``should_stop()``
+    is polled before every step (a stop lands within one step).
+    """
+    last = len(sigmas) - 1 if exit_step is None else exit_step
+    x = noise
+    b = noise.shape[0]
+    x0 = noise
+    for k in range(last + 1):
+        if should_stop is not None and should_stop():
+            raise StopRequested
+        s = sigmas[k]
+        with torch.set_grad_enabled(torch.is_grad_enabled() and k == last):
+            v = denoise(model, cache, x, (s * 1000).expand(b).to(x.device), text)
+            x0 = x - s * v
+        if k < last:
+            nxt = sigmas[k + 1]
+            eps = renoise[k] if renoise is not None else torch.randn(x.shape, generator=generator)
+            eps = eps.to(x.device)
+            x = (1 - nxt) * x0.detach() + nxt * eps
+    return x0

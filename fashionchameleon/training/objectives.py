@@ -1,0 +1,100 @@
+"""Training objectives as small modules over the one model.
+
+* ``TeacherFlowMatching``: bidirectional teacher, in-context prefix at t=0, garment dropout for CFG.
+* ``TeacherForcing``: the block-causal student on ``[clean context | noisy blocks]`` at its own 4 timesteps.
+* DMD lives in ``dmd.py`` (it needs rollouts, a critic and the teacher).
+
+Each objective is an ``nn.Module`` around the model whose ``forward(batch, generator)`` returns
+``(loss, logs)`` in ONE call, so DistributedDataParallel can wrap it even though the model runs twice
+inside (prefix pass, then the video pass that reads the prefix's keys).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..config import Preset
+from ..model import causal
+from ..model.dit import WanDiT
+from ..model.kv_cache import WindowPolicy, block_causal_mask
+from .flow import Conditions, add_noise, bidirectional_velocity, shift_sigma
+
+
+def randn_rows(gen: torch.Generator, batch: dict, *tail: int) -> torch.Tensor:
+    """Standard normal noise for this rank's rows, drawn for the whole global batch so that a data-parallel
+    run draws exactly the numbers a single process would."""
+    full = torch.randn(batch.get("global_batch", len(batch["prompts"])), *tail, generator=gen)
+    return full[batch.get("rows", slice(None))]
+
+
+def rand_rows(gen: torch.Generator, batch: dict) -> torch.Tensor:
+    full = torch.rand(batch.get("global_batch", len(batch["prompts"])), generator=gen)
+    return full[batch.get("rows", slice(None))]
+
+
+def randint_rows(gen: torch.Generator, batch: dict, high: int, *tail: int) -> torch.Tensor:
+    full = torch.randint(high, (batch.get("global_batch", len(batch["prompts"])), *tail), generator=gen)
+    return full[batch.get("rows", slice(None))]
+
+
+def conditions_of(model: WanDiT, batch: dict) -> Conditions:
+    text = model.embed_text(batch["prompts"]) if model.config.prompt_vocab else batch.get("text")
+    return Conditions(batch["reference"], batch["garment"], text)
+
+
+def student_sigmas(preset: Preset) -> torch.Tensor:
+    """The student's denoising noise levels: nominal timesteps / 1000, shifted."""
+    t = torch.tensor(preset.stream.denoise_timesteps, dtype=torch.float32) / 1000.0
+    return shift_sigma(t, preset.stream.timestep_shift)
+
+
+class TeacherFlowMatching(torch.nn.Module):
+    def __init__(self, model: WanDiT, preset: Preset, garment_dropout: float = 0.1, shift: float = 3.0):
+        super().__init__()
+        self.model = model
+        self.preset, self.garment_dropout, self.shift = preset, garment_dropout, shift
+
+    def forward(self, batch: dict, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
+        model = self.model
+        x0 = batch["video"]
+        noise = randn_rows(gen, batch, *x0.shape[1:])
+        sigma = shift_sigma(rand_rows(gen, batch), self.shift)
+        drop = rand_rows(gen, batch) < self.garment_dropout
+        cond = conditions_of(model, batch).drop_garment(drop)
+        v = bidirectional_velocity(model, cond, add_noise(x0, noise, sigma), sigma)
+        loss = F.mse_loss(v, noise - x0)
+        return loss, {"loss": loss.item()}
+
+
+class TeacherForcing(torch.nn.Module):
+    """Each block of the noisy copy sits at one of the student's timesteps and sees the clean blocks before it."""
+
+    def __init__(self, model: WanDiT, preset: Preset, garment_dropout: float = 0.1):
+        super().__init__()
+        self.model = model
+        self.preset, self.garment_dropout = preset, garment_dropout
+        s = preset.stream
+        self.policy = WindowPolicy(s.sink_frames, s.window_frames)
+        self.sigmas = student_sigmas(preset)
+
+    def forward(self, batch: dict, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
+        model = self.model
+        x0 = batch["video"]
+        b, _, f = x0.shape[:3]
+        bf = self.preset.stream.block_frames
+        blocks = -(-f // bf)
+        noise = randn_rows(gen, batch, *x0.shape[1:])
+        which = randint_rows(gen, batch, len(self.sigmas), blocks)
+        sigma = self.sigmas[which].repeat_interleave(bf, dim=1)[:, :f]           # (b, f)
+        drop = rand_rows(gen, batch) < self.garment_dropout
+        cond = conditions_of(model, batch).drop_garment(drop)
+        cache = causal.new_cache(model, x0.shape[-2:], self.policy)
+        causal.prefill(model, cache, cond.prefix, cond.text)
+        seq = torch.cat([x0, add_noise(x0, noise, sigma)], 2)
+        t = torch.cat([torch.zeros(b, f), sigma * 1000], 1)
+        positions = cache.query_positions(f).repeat(2)
+        mask = block_causal_mask(f, bf, self.policy, context_frames=cache.visible_frames, teacher_forcing=True)
+        v = model(seq, t, cond.text, positions=positions, frame_mask=mask, context=cache, text_is_embedded=True)
+        loss = F.mse_loss(v[:, :, f:], noise - x0)
+        return loss, {"loss": loss.item()}
