@@ -80,7 +80,7 @@ class Garment:
         secondary = _hsv(h + rng.uniform(0.25, 0.75), rng.uniform(0.1, 0.9), rng.choice([rng.uniform(0.85, 1.0),
                                                                                         rng.uniform(0.1, 0.35)]))
         return cls(type=str(rng.choice(GARMENT_TYPES)), pattern=str(rng.choice(PATTERNS)), primary=primary,
-                   secondary=secondary, scale=float(rng.uniform(0.035, 0.07)), logo=str(rng.choice(LOGO_SHAPES)),
+                   secondary=secondary, scale=float(rng.uniform(0.06, 0.1)), logo=str(rng.choice(LOGO_SHAPES)),
                    inner=(240, 240, 240) if rng.random() < 0.6 else (35, 35, 40))
 
 
@@ -225,7 +225,8 @@ class Canvas:
         self.px = 1.0 / size
 
     def _soft(self, signed_dist: np.ndarray) -> np.ndarray:
-        return np.clip(0.5 - signed_dist / self.px, 0.0, 1.0)
+        # edges ramp over two pixels: a camera's softness, which keeps the world learnable by a small codec
+        return np.clip(0.5 - signed_dist / (2.0 * self.px), 0.0, 1.0)
 
     def capsule(self, p0, p1, r0: float, r1: float | None = None) -> np.ndarray:
         r1 = r0 if r1 is None else r1
@@ -287,14 +288,18 @@ def garment_texture(cv: Canvas, g: Garment, origin: tuple[float, float], squeeze
     v = cv.y - origin[1]
     p = g.scale
     sec = np.zeros(cv.x.shape, dtype=np.float32)
+    def band(w):  # a square wave with soft (two-pixel) transitions
+        return np.clip(0.5 + np.sin(2 * math.pi * w / p) * p / (2 * math.pi * 2 * cv.px), 0, 1)
+
     if g.pattern == "stripes":
-        sec = (np.sin(2 * math.pi * v / p) > 0).astype(np.float32)
+        sec = band(v).astype(np.float32)
     elif g.pattern == "checks":
-        sec = ((np.sin(2 * math.pi * u / p) > 0) ^ (np.sin(2 * math.pi * v / p) > 0)).astype(np.float32)
+        a, b = band(u), band(v)
+        sec = (a + b - 2 * a * b).astype(np.float32)   # soft xor
     elif g.pattern == "dots":
         du = (u / p + 0.25) % 1.0 - 0.5
         dv = (v / p + 0.25) % 1.0 - 0.5
-        sec = np.clip(0.5 - (np.hypot(du, dv) - 0.22) * p / cv.px, 0, 1)
+        sec = np.clip(0.5 - (np.hypot(du, dv) - 0.22) * p / (2 * cv.px), 0, 1)
     elif g.pattern == "logo" and logo_at is not None:
         lx, ly = logo_at
         s = logo_size

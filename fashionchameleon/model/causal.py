@@ -40,13 +40,13 @@ def denoise(model: WanDiT, cache: KVCache, noisy: torch.Tensor, timestep: torch.
                  context=cache, text_is_embedded=True)
 
 
-def commit(model: WanDiT, cache: KVCache, clean: torch.Tensor, text) -> torch.Tensor:
+def commit(model: WanDiT, cache: KVCache, clean: torch.Tensor, text, to_history: bool = False) -> torch.Tensor:
     """t=0 pass over a finished block: its keys/values enter the cache. Returns the (unused) velocity."""
     capture = LayerCapture()
     zeros = torch.zeros(clean.shape[0], clean.shape[2], device=clean.device)
     out = model(clean, zeros, text, positions=cache.query_positions(clean.shape[2], clean.device),
                 context=cache, capture=capture, text_is_embedded=True)
-    cache.commit(capture)
+    cache.commit(capture, to_history=to_history)
     return out
 
 

@@ -85,7 +85,7 @@ def state_sha256(state: dict[str, torch.Tensor]) -> str:
 class TinyCodecConfig:
     latent_channels: int = 16
     spatial_compression: int = 8
-    enc_channels: tuple[int, int, int, int] = (32, 48, 96, 128)
+    enc_channels: tuple[int, int, int, int] = (12, 32, 64, 128)   # widths at 1/2, 1/4 (and decoder 1/2), 1/8
     latent_width: int = 160      # decoder features at latent resolution
     frame_width: int = 128       # decoder features per frame after temporal growth
 
@@ -130,11 +130,11 @@ class TinyCodec(nn.Module, LatentCodec):
         self.latent_channels = config.latent_channels
         self.spatial_compression = config.spatial_compression
         c0, c1, c2, c3 = config.enc_channels
+        # Space-to-depth steps (PixelUnshuffle) keep the full-resolution layers thin and the net easy to train.
         self.frame_encoder = nn.Sequential(
-            nn.Conv2d(3, c0, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(c0, c1, 3, stride=2, padding=1), nn.SiLU(),
-            nn.Conv2d(c1, c2, 3, stride=2, padding=1), nn.SiLU(),
-            nn.Conv2d(c2, c3, 3, stride=2, padding=1), ResBlock(c3),
+            nn.PixelUnshuffle(2), nn.Conv2d(12, c0, 3, padding=1), ResBlock(c0),
+            nn.PixelUnshuffle(2), nn.Conv2d(4 * c0, c1, 3, padding=1), ResBlock(c1),
+            nn.PixelUnshuffle(2), nn.Conv2d(4 * c1, c3, 3, padding=1), ResBlock(c3),
         )
         self.group_encoder = nn.Sequential(
             nn.Conv2d(TEMPORAL * c3, c3, 1), ResBlock(c3), nn.SiLU(), nn.Conv2d(c3, config.latent_channels, 3, padding=1),
@@ -144,9 +144,10 @@ class TinyCodec(nn.Module, LatentCodec):
         self.mem = nn.ModuleList([MemBlock(L), MemBlock(L)])
         self.grow = nn.Conv2d(L, TEMPORAL * Fw, 1)
         self.frame_decoder = nn.Sequential(
-            ResBlock(Fw), ResBlock(Fw), nn.SiLU(), nn.Conv2d(Fw, 256, 3, padding=1), nn.PixelShuffle(2),  # 64 ch, 32x32
-            ResBlock(64), nn.SiLU(), nn.Conv2d(64, 128, 3, padding=1), nn.PixelShuffle(2),                # 32 ch, 64x64
-            nn.SiLU(), nn.Conv2d(32, 32, 3, padding=1), nn.SiLU(), nn.Conv2d(32, 12, 3, padding=1), nn.PixelShuffle(2),
+            nn.SiLU(), nn.Conv2d(Fw, 4 * c2, 3, padding=1), nn.PixelShuffle(2), ResBlock(c2),   # 32x32
+            nn.SiLU(), nn.Conv2d(c2, 4 * c1, 3, padding=1), nn.PixelShuffle(2),                 # 64x64
+            nn.SiLU(), nn.Conv2d(c1, 4 * c0, 3, padding=1), nn.PixelShuffle(2),                 # 128x128
+            nn.SiLU(), nn.Conv2d(c0, 3, 3, padding=1),
         )
         self.register_buffer("latent_mean", torch.zeros(config.latent_channels))
         self.register_buffer("latent_std", torch.ones(config.latent_channels))

@@ -141,10 +141,18 @@ class KVCache:
             raise ValueError(f"prefix has {self.prefix_frames} frames, got {capture.frames}")
         self.write("prefix", capture)
 
-    def commit(self, capture: LayerCapture) -> None:
-        """Append clean frames: the sink fills first, the rest rolls through the history window."""
+    def history_capacity(self) -> int:
+        """The window, plus any sink room left unused (a sink withdrawn at a switch is not refilled while
+        history exists, since positions must stay in temporal order: prefix | sink | history)."""
+        return self.policy.window + self.policy.sink - self.frames("sink")
+
+    def commit(self, capture: LayerCapture, to_history: bool = False) -> None:
+        """Append clean frames. While the history is empty, the sink fills first; the rest rolls through the
+        history (oldest evicted). ``to_history`` skips the sink (frames re-cached after a switch)."""
         n = capture.frames
-        to_sink = max(0, min(n, self.policy.sink - self.frames("sink")))
+        room = self.policy.sink - self.frames("sink")
+        to_sink = 0 if to_history or self.frames("history") else max(0, min(n, room))
+        cap = self.policy.window + room - to_sink
         for i in range(self.num_layers):
             k, v = capture.keys[i], capture.values[i]
             if to_sink:
@@ -153,8 +161,8 @@ class KVCache:
             if n > to_sink:
                 hk = _cat(self.keys["history"][i], k[:, :, to_sink:])
                 hv = _cat(self.values["history"][i], v[:, :, to_sink:])
-                self.keys["history"][i] = hk[:, :, -self.policy.window:] if self.policy.window else hk[:, :, :0]
-                self.values["history"][i] = hv[:, :, -self.policy.window:] if self.policy.window else hv[:, :, :0]
+                self.keys["history"][i] = hk[:, :, hk.shape[2] - min(cap, hk.shape[2]):]
+                self.values["history"][i] = hv[:, :, hv.shape[2] - min(cap, hv.shape[2]):]
         self.committed_frames += n
         self._changed()
 

@@ -1,0 +1,99 @@
+"""Training-free KV-cache rescheduling: what happens to the cache when the garment changes mid-stream.
+
+Three switchable parts (the paper's garment KV refresh, historical KV withdraw, reference KV disentangle)
+and the named variants compared on SwitchBench. The work is batched: one codec call per new image and two
+model passes (the prefix, then the kept recent frames re-cached under it).
+
+Positions: after a withdraw the cache is compacted like any other window (prefix at 0..1, surviving sink
+and history right after it), so the next block sits where a training block would.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+import torch
+
+from ..model import causal
+from ..model.kv_cache import KVCache
+
+
+@dataclass(frozen=True)
+class SwitchPolicy:
+    refresh: bool = True          # encode the new garment, recompute the prefix
+    withdraw: bool = True         # drop history showing the old garment
+    keep_recent: int = 3          # history frames a withdraw keeps (re-cached at t=0 under the new prefix)
+    withdraw_sink: bool = True    # the sink shows the old garment too
+    disentangle: bool = True      # reference := last generated frame (decode -> last frame -> encode_image)
+    restart: bool = False         # start a new generation from the last frame (nothing kept, decoder reset)
+
+
+VARIANTS = ("full", "paper", "no_refresh", "no_withdraw", "no_disentangle", "naive", "restart")
+
+
+def variant_policy(name: str, keep_recent: int = 3, withdraw_sink: bool = True) -> SwitchPolicy:
+    """Named variants; ``keep_recent``/``withdraw_sink`` come from the streaming config (tuned on training seeds)."""
+    full = SwitchPolicy(keep_recent=keep_recent, withdraw_sink=withdraw_sink)
+    table = {
+        "full": full,
+        "paper": replace(full, keep_recent=0),
+        "no_refresh": replace(full, refresh=False),
+        "no_withdraw": replace(full, withdraw=False),
+        "no_disentangle": replace(full, disentangle=False),
+        "naive": SwitchPolicy(refresh=True, withdraw=False, disentangle=False),
+        "restart": SwitchPolicy(refresh=True, withdraw=True, keep_recent=0, withdraw_sink=True, disentangle=True,
+                                restart=True),
+    }
+    if name not in table:
+        raise ValueError(f"unknown variant {name!r}; choose one of {', '.join(VARIANTS)}")
+    return table[name]
+
+
+@dataclass
+class SwitchResult:
+    reference: torch.Tensor
+    garment: torch.Tensor
+    kept_frames: int
+    seconds: float
+
+
+class KVRescheduler:
+    """Applies a ``SwitchPolicy`` to a cache between blocks."""
+
+    def __init__(self, model, codec, policy: SwitchPolicy):
+        self.model, self.codec, self.policy = model, codec, policy
+
+    @torch.no_grad()
+    def switch(self, cache: KVCache, *, reference: torch.Tensor, garment: torch.Tensor, new_garment_image: torch.Tensor,
+               last_frame: torch.Tensor | None, recent_latents: torch.Tensor | None, text) -> SwitchResult:
+        """Reschedule ``cache`` for a new garment.
+
+        reference / garment: the current prefix latents (b, C, 1, h, w); new_garment_image (b, 3, H, W) in
+        [-1, 1]; last_frame (b, 3, H, W): the last decoded frame; recent_latents (b, C, n, h, w): the last
+        generated clean latents (for re-caching ``keep_recent`` of them). Returns the new prefix latents.
+        """
+        t0 = time.perf_counter()
+        p = self.policy
+        dtype = reference.dtype
+        if p.refresh:
+            garment = self.codec.encode_image(new_garment_image).to(dtype)
+        if p.disentangle and last_frame is not None:
+            reference = self.codec.encode_image(last_frame).to(dtype)
+        kept = 0
+        if p.restart:
+            cache.reset()
+            causal.prefill(self.model, cache, torch.cat([reference, garment], 2), text)
+        else:
+            causal.prefill(self.model, cache, torch.cat([reference, garment], 2), text)
+            if p.withdraw:
+                kept = min(p.keep_recent, cache.frames("history") + cache.frames("sink"),
+                           0 if recent_latents is None else recent_latents.shape[2])
+                cache.clear("history")
+                if p.withdraw_sink:
+                    cache.clear("sink")
+                if kept:
+                    # re-cache the last frames at t=0 under the new prefix, as history: they show the old
+                    # garment, so they must roll out of the window rather than become a permanent sink
+                    causal.commit(self.model, cache, recent_latents[:, :, -kept:], text, to_history=True)
+        return SwitchResult(reference, garment, kept, time.perf_counter() - t0)
