@@ -36,6 +36,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module providing add_arguments/run, one-line help)
     "world": ("data.cli", "render a sample and a switch sample of the synthetic world (mp4 + contact sheets)"),
+    "eval": ("eval.cli", "SwitchBench: garment switch quality against the synthetic world's ground truth"),
+    "bench": ("bench", "speed and memory benchmark (streaming, switches, teacher vs student, codec)"),
+    "render": ("streaming.cli", "render a video offline from a person and garment images, with garment switches"),
     "train": ("training.trainer", "train a stage (teacher | forcing | dmd) of the video model"),
     "train-codec": ("training.codec_train", "train the small latent codec of `tiny` on the synthetic world"),
 }

@@ -9,7 +9,7 @@ from fashionchameleon.model.codec import TinyCodec, TinyCodecConfig, WanVAECodec
 def small_tiny_codec():
     from conftest import randomize_
 
-    codec = TinyCodec(TinyCodecConfig(enc_channels=(8, 8, 16, 16), latent_width=16, frame_width=16))
+    codec = TinyCodec(TinyCodecConfig(width=16, enc_blocks=1, dec_blocks=1))
     randomize_(codec, scale=0.06, seed=4)
     return codec.eval()
 

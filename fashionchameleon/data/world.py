@@ -571,3 +571,14 @@ def make_switch_sample(seed: int, switches: int = 1, num_frames: int = 64, size:
     reference, _, _ = render_frame(spec, spec.garments[-1], 0.0, size)
     return SwitchSample(seed, spec, garments, list(switch_frames), clip, [singles[g] for g in garments],
                         [render_flatlay(g, size) for g in garments], reference, spec.prompt)
+
+
+def render_background(spec: Spec, size: int = 128) -> np.ndarray:
+    """The empty scene (no person, no shadow): what a static camera sees behind the person."""
+    return np.clip(_background(Canvas(size), spec.scene) + 0.5, 0, 255).astype(np.uint8)
+
+
+def scene_colors(spec: Spec) -> list[tuple[int, int, int]]:
+    """Every non-garment colour the renderer paints on the person (skin, hair, trousers, shoes, face)."""
+    p = spec.person
+    return [p.skin, p.hair_color, p.trousers, p.shoes, (30, 30, 35), (150, 60, 60)]

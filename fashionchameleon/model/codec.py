@@ -85,17 +85,15 @@ def state_sha256(state: dict[str, torch.Tensor]) -> str:
 class TinyCodecConfig:
     latent_channels: int = 16
     spatial_compression: int = 8
-    enc_channels: tuple[int, int, int, int] = (12, 32, 64, 128)   # widths at 1/2, 1/4 (and decoder 1/2), 1/8
-    latent_width: int = 160      # decoder features at latent resolution
-    frame_width: int = 128       # decoder features per frame after temporal growth
+    width: int = 128             # channels of the convolutional refinements (at latent resolution)
+    enc_blocks: int = 2
+    dec_blocks: int = 3
 
     def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TinyCodecConfig":
-        d = dict(d)
-        d["enc_channels"] = tuple(d.get("enc_channels", cls.enc_channels))
         return cls(**d)
 
 
@@ -109,19 +107,22 @@ class ResBlock(nn.Module):
         return x + self.conv2(F.silu(self.conv1(F.silu(x))))
 
 
-class MemBlock(nn.Module):
-    """Residual block that also sees the previous latent's input (one latent of temporal memory)."""
-
-    def __init__(self, c: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(2 * c, c, 3, padding=1)
-        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
-
-    def forward(self, x: torch.Tensor, past: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.silu(self.conv1(F.silu(torch.cat([x, past], 1)))))
+def _refiner(c_in: int, width: int, blocks: int, c_out: int) -> nn.Sequential:
+    out = nn.Conv2d(width, c_out, 3, padding=1)
+    nn.init.zeros_(out.weight)
+    nn.init.zeros_(out.bias)   # starts as the identity around the linear codec
+    return nn.Sequential(nn.Conv2d(c_in, width, 3, padding=1), *[ResBlock(width) for _ in range(blocks)], nn.SiLU(), out)
 
 
 class TinyCodec(nn.Module, LatentCodec):
+    """A linear patch codec (initialised from PCA of 8x8x4-frame patch groups) plus convolutional refinements.
+
+    A latent position summarises an 8x8 patch over a group of four frames (768 values -> 16). The linear
+    part alone is a PCA codec (about 28 dB on the world); the refinements, zero-initialised, learn what a
+    linear map cannot (edges across patch borders, motion). The decoder's refinement also sees the previous
+    latent: one latent of temporal memory, the streaming decoder's whole state.
+    """
+
     def __init__(self, config: TinyCodecConfig = TinyCodecConfig()):
         super().__init__()
         if config.spatial_compression != 8:
@@ -129,41 +130,53 @@ class TinyCodec(nn.Module, LatentCodec):
         self.config = config
         self.latent_channels = config.latent_channels
         self.spatial_compression = config.spatial_compression
-        c0, c1, c2, c3 = config.enc_channels
-        # Space-to-depth steps (PixelUnshuffle) keep the full-resolution layers thin and the net easy to train.
-        self.frame_encoder = nn.Sequential(
-            nn.PixelUnshuffle(2), nn.Conv2d(12, c0, 3, padding=1), ResBlock(c0),
-            nn.PixelUnshuffle(2), nn.Conv2d(4 * c0, c1, 3, padding=1), ResBlock(c1),
-            nn.PixelUnshuffle(2), nn.Conv2d(4 * c1, c3, 3, padding=1), ResBlock(c3),
-        )
-        self.group_encoder = nn.Sequential(
-            nn.Conv2d(TEMPORAL * c3, c3, 1), ResBlock(c3), nn.SiLU(), nn.Conv2d(c3, config.latent_channels, 3, padding=1),
-        )
-        L, Fw = config.latent_width, config.frame_width
-        self.latent_in = nn.Conv2d(config.latent_channels, L, 3, padding=1)
-        self.mem = nn.ModuleList([MemBlock(L), MemBlock(L)])
-        self.grow = nn.Conv2d(L, TEMPORAL * Fw, 1)
-        self.frame_decoder = nn.Sequential(
-            nn.SiLU(), nn.Conv2d(Fw, 4 * c2, 3, padding=1), nn.PixelShuffle(2), ResBlock(c2),   # 32x32
-            nn.SiLU(), nn.Conv2d(c2, 4 * c1, 3, padding=1), nn.PixelShuffle(2),                 # 64x64
-            nn.SiLU(), nn.Conv2d(c1, 4 * c0, 3, padding=1), nn.PixelShuffle(2),                 # 128x128
-            nn.SiLU(), nn.Conv2d(c0, 3, 3, padding=1),
-        )
+        d = TEMPORAL * 3 * 64
+        self.patch_dim = d
+        self.enc_proj = nn.Conv2d(d, config.latent_channels, 1)
+        self.enc_refine = _refiner(d, config.width, config.enc_blocks, config.latent_channels)
+        self.dec_proj = nn.Conv2d(config.latent_channels, d, 1)
+        self.dec_refine = _refiner(2 * config.latent_channels, config.width, config.dec_blocks, d)
         self.register_buffer("latent_mean", torch.zeros(config.latent_channels))
         self.register_buffer("latent_std", torch.ones(config.latent_channels))
 
-    # -- encoding ---------------------------------------------------------------------------------------------
-    def encode_raw(self, video: torch.Tensor) -> torch.Tensor:
-        b, _, t, h, w = video.shape
+    @torch.no_grad()
+    def init_pca(self, groups: torch.Tensor) -> None:
+        """Initialise the linear part from patch groups (N, 768) with PCA."""
+        mean = groups.mean(0)
+        cov = torch.cov((groups - mean).T.double())
+        _, vecs = torch.linalg.eigh(cov)
+        basis = vecs[:, -self.latent_channels:].flip(1).T.float()        # (C, 768), largest first
+        self.enc_proj.weight.copy_(basis[:, :, None, None])
+        self.enc_proj.bias.copy_(-(basis @ mean))
+        self.dec_proj.weight.copy_(basis.T[:, :, None, None])
+        self.dec_proj.bias.copy_(mean)
+
+    # -- patch groups ---------------------------------------------------------------------------------------------
+    @staticmethod
+    def to_groups(video: torch.Tensor) -> torch.Tensor:
+        """(b, 3, t, H, W) -> (b, n, 768, H/8, W/8); group 0 is frame 0 repeated (a still image)."""
+        b, c, t, h, w = video.shape
         n = latent_frames(t)
         if h % 8 or w % 8:
             raise ValueError(f"frame size {w}x{h} is not a multiple of 8")
-        feats = self.frame_encoder(video.transpose(1, 2).reshape(b * t, 3, h, w))
-        feats = feats.view(b, t, *feats.shape[1:])
-        # group 0 = frame 0 repeated (a still image), group i = frames 4i-3..4i
-        groups = torch.cat([feats[:, :1].expand(b, TEMPORAL, *feats.shape[2:]), feats[:, 1:]], 1)
-        groups = groups.reshape(b * n, TEMPORAL * feats.shape[2], *feats.shape[3:])
-        z = self.group_encoder(groups)
+        frames = torch.cat([video[:, :, :1].expand(b, c, TEMPORAL, h, w), video[:, :, 1:]], 2)   # (b, 3, 4n, H, W)
+        x = frames.view(b, c, n, TEMPORAL, h // 8, 8, w // 8, 8)
+        x = x.permute(0, 2, 3, 1, 5, 7, 4, 6)                     # b, n, frame, c, py, px, hy, wx
+        return x.reshape(b, n, TEMPORAL * c * 64, h // 8, w // 8)
+
+    @staticmethod
+    def from_groups(groups: torch.Tensor) -> torch.Tensor:
+        """(b, n, 768, h, w) -> (b, 3, 4n, 8h, 8w)."""
+        b, n, _, h, w = groups.shape
+        x = groups.view(b, n, TEMPORAL, 3, 8, 8, h, w).permute(0, 3, 1, 2, 6, 4, 7, 5)   # b, c, n, f, hy, py, wx, px
+        return x.reshape(b, 3, n * TEMPORAL, h * 8, w * 8)
+
+    # -- encoding ---------------------------------------------------------------------------------------------
+    def encode_raw(self, video: torch.Tensor) -> torch.Tensor:
+        g = self.to_groups(video)
+        b, n = g.shape[:2]
+        g = g.flatten(0, 1)
+        z = self.enc_proj(g) + self.enc_refine(g - self.dec_proj.bias.view(1, -1, 1, 1))
         return z.view(b, n, *z.shape[1:]).transpose(1, 2)
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
@@ -173,21 +186,17 @@ class TinyCodec(nn.Module, LatentCodec):
     # -- decoding ---------------------------------------------------------------------------------------------
     def decode_raw(self, z: torch.Tensor, memory: list[torch.Tensor] | None, first: bool
                    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Decode raw latents (b, C, n, h, w) given the memory from the latent before; returns frames and memory."""
+        """Decode raw latents (b, C, n, h, w) given the latent before them; returns frames and the new memory."""
         b, c, n, h, w = z.shape
-        x = self.latent_in(z.transpose(1, 2).reshape(b * n, c, h, w)).view(b, n, -1, h, w)
-        new_memory = []
-        for k, block in enumerate(self.mem):
-            past = memory[k] if memory is not None else torch.zeros_like(x[:, :1])
-            prev = torch.cat([past, x[:, :-1]], 1)         # each latent sees the one before it
-            new_memory.append(x[:, -1:])
-            x = block(x.flatten(0, 1), prev.flatten(0, 1)).view(b, n, -1, h, w)
-        g = self.grow(x.flatten(0, 1)).view(b * n * TEMPORAL, -1, h, w)
-        frames = self.frame_decoder(g).view(b, n, TEMPORAL, 3, h * 8, w * 8)
-        frames = frames.flatten(1, 2)                       # (b, 4n, 3, H, W)
+        zs = z.transpose(1, 2)                                           # (b, n, C, h, w)
+        past = memory[0] if memory is not None else torch.zeros_like(zs[:, :1])
+        prev = torch.cat([past, zs[:, :-1]], 1)
+        flat, prev = zs.flatten(0, 1), prev.flatten(0, 1)
+        groups = self.dec_proj(flat) + self.dec_refine(torch.cat([flat, prev], 1))
+        frames = self.from_groups(groups.view(b, n, -1, h, w))
         if first:
-            frames = frames[:, TEMPORAL - 1:]               # latent 0 is a single frame
-        return frames.transpose(1, 2), new_memory
+            frames = frames[:, :, TEMPORAL - 1:]                         # latent 0 is a single frame
+        return frames, [zs[:, -1:]]
 
     def stream_decoder(self) -> "TinyStreamDecoder":
         return TinyStreamDecoder(self)

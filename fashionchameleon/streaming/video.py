@@ -59,3 +59,33 @@ def read_frames(path: str | os.PathLike) -> np.ndarray:
 
     with av.open(str(path)) as container:
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def encode_segment(frames: np.ndarray, fps: float, path: str | os.PathLike | None = None, crf: int = 20,
+                   container_format: str = "mpegts") -> bytes:
+    """One self-contained H.264 segment (starts on a keyframe) for a streaming player; also written to
+    ``path`` when given. Returns the encoded bytes."""
+    import io
+
+    import av
+
+    frames = _even(np.asarray(frames, dtype=np.uint8))
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format=container_format) as container:
+        container.metadata["comment"] = AI_LABEL
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "ultrafast", "tune": "zerolatency",
+                          "g": str(max(1, len(frames))), "keyint_min": "1"}
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    data = buf.getvalue()
+    if path is not None:
+        tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return data

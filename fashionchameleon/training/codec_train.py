@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.datasets import Bank, render_bank, to_tensor_image, to_tensor_video
+from ..model.codec import TinyCodec
 from .runstate import (append_log, default_run_dir, load_run_state, plot_curves, read_log, save_run_state,
                        step_generator, step_rng, truncate_log)
 
@@ -63,6 +64,20 @@ def batch_at(bank: Bank, step: int, batch: int, seed: int, crop: int = 64) -> tu
     return to_tensor_video(clips), to_tensor_image(images)
 
 
+@torch.no_grad()
+def pca_groups(bank: Bank, clips: int = 200, per_clip: int = 96) -> torch.Tensor:
+    """Patch groups (8x8 pixels x 4 frames) of training clips and of still images, for the PCA init."""
+    rng = np.random.default_rng(0)
+    out = []
+    for i in rng.choice(len(bank.seeds), size=min(clips, len(bank.seeds)), replace=False):
+        video = to_tensor_video(bank.clips[i, :WINDOW])[None]
+        still = to_tensor_image(np.stack([bank.garments[i], bank.references[i]]))[:, :, None]
+        for x in (video, still):
+            g = TinyCodec.to_groups(x).permute(0, 1, 3, 4, 2).reshape(-1, TinyCodec.to_groups(x).shape[2])
+            out.append(g[torch.from_numpy(rng.choice(len(g), size=min(per_clip, len(g)), replace=False))])
+    return torch.cat(out)
+
+
 def codec_loss(codec, video: torch.Tensor, images: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
     total, logs = 0.0, {}
     for name, x in (("video", video), ("image", images[:, :, None])):
@@ -83,8 +98,6 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..model.codec import TinyCodec
-
     torch.set_num_threads(args.threads)
     run_dir = args.run_dir or default_run_dir("codec")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -102,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
     truncate_log(run_dir, step)
     if step:
         print(f"resumed {run_dir} at step {step}", file=sys.stderr)
+    else:
+        codec.init_pca(pca_groups(bank))
 
     def lr_at(s: int) -> float:
         warm = min(1.0, (s + 1) / 100)

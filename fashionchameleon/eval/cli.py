@@ -1,0 +1,162 @@
+"""``python -m fashionchameleon eval``: SwitchBench from the command line.
+
+    python -m fashionchameleon eval --seeds 500000-500015 --out reports/switchbench --json
+
+Prints a table on stderr, writes a Markdown report with plots to ``--out``, and with ``--json`` one line of
+JSON on stdout: rows (protocol a), rows_free (protocol b), paired intervals of row - full, cases, seeds,
+checkpoint_sha, and with ``--long`` drift_ratio and identity_drift. NaN is written as null.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_SEEDS = "500000-500015"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seeds", default=DEFAULT_SEEDS, help="inclusive seed range A-B (default: held-out)")
+    p.add_argument("--cases", type=int, default=None, help="use the first N seeds of the range")
+    p.add_argument("--variants", default="full,paper,no_refresh,no_withdraw,no_disentangle,naive,restart")
+    p.add_argument("--protocols", default="a,b", help="a (primed), b (free-running), or both")
+    p.add_argument("--long", action="store_true", help="also 1,000-frame drift and the ten-switch case")
+    p.add_argument("--long-frames", type=int, default=1000)
+    p.add_argument("--with-teacher", action="store_true", help="also the bidirectional teacher (protocol a)")
+    p.add_argument("--teacher", default=None, help="teacher checkpoint folder (default assets/checkpoints/teacher)")
+    p.add_argument("--checkpoint", default=None, help="student checkpoint (default: the embedded tiny model)")
+    p.add_argument("--codec", default=None)
+    p.add_argument("--keep-recent", type=int, default=None, help="override the streaming config's keep_recent")
+    p.add_argument("--withdraw-sink", choices=["yes", "no"], default=None)
+    p.add_argument("--out", type=Path, default=None, help="report folder (Markdown + PNG plots)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+    from tqdm import tqdm
+
+    from ..streaming.generator import DEFAULT_CHECKPOINT, StreamingGenerator
+    from ..streaming.rescheduler import VARIANTS
+    from . import metrics as M
+    from .codec_report import parse_seeds
+    from .switchbench import (METRICS, case_metrics, drift_ratio, ground_truth, identity_drift, make_case,
+                              nan_to_none, stream_case)
+
+    torch.set_num_threads(args.threads)
+    seeds = parse_seeds(args.seeds)
+    if args.cases:
+        seeds = seeds[: args.cases]
+    variants = [v for v in args.variants.split(",") if v]
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad:
+        print(f"error: unknown variant {bad[0]!r}", file=sys.stderr)
+        return 2
+    train_seeds = [s for s in seeds if s < 500_000]
+    if train_seeds:
+        print(f"note: {len(train_seeds)} seeds are training seeds (use them only for tuning)", file=sys.stderr)
+    gen = StreamingGenerator.from_pretrained(args.checkpoint or DEFAULT_CHECKPOINT, args.codec)
+    stream = gen.preset.stream
+    if args.keep_recent is not None:
+        stream = dataclasses.replace(stream, keep_recent=args.keep_recent)
+    if args.withdraw_sink is not None:
+        stream = dataclasses.replace(stream, withdraw_sink=args.withdraw_sink == "yes")
+    gen = StreamingGenerator(gen.model, gen.codec, gen.preset, checkpoint_sha=gen.checkpoint_sha, stream=stream)
+    protocols = [p for p in args.protocols.split(",") if p in ("a", "b")]
+    teacher = None
+    if args.with_teacher:
+        from ..model.loading import load_checkpoint
+        from ..streaming.generator import ASSETS
+
+        teacher, _, _ = load_checkpoint(args.teacher or ASSETS / "checkpoints" / "teacher")
+
+    results = {p: {v: [] for v in variants + (["teacher"] if teacher is not None and p == "a" else [])} for p in protocols}
+    curves = {v: [] for v in variants}
+    examples = {}
+    t0 = time.time()
+    bar = tqdm(total=len(seeds) * len(variants) * len(protocols), desc="switchbench", unit="run", file=sys.stderr)
+    for seed in seeds:
+        case = make_case(seed)
+        gt = ground_truth(seed, case, gen.resolution[1])
+        for p in protocols:
+            for v in variants:
+                frames, applied = stream_case(gen, gt, case, v, primed=p == "a")
+                truth = gt if applied == case.switch_frames else ground_truth(seed, case, gen.resolution[1], applied)
+                m = case_metrics(frames, truth, primed=p == "a")
+                if p == "a":
+                    curves[v].append(m.pop("_leakage_curve"))
+                    examples.setdefault(v, []).append((m["garment_color_error"], seed, frames, applied))
+                m.pop("_leakage_curve", None)
+                results[p][v].append(m)
+                bar.update(1)
+            if teacher is not None and p == "a":
+                from .teacher_row import teacher_frames
+
+                frames = teacher_frames(teacher, gen, gt, case)
+                m = case_metrics(frames, gt, primed=True)
+                m.pop("_leakage_curve", None)
+                results[p]["teacher"].append(m)
+    bar.close()
+
+    def means(rows):
+        return {m: float(np.nanmean([r[m] for r in rows])) if rows and any(np.isfinite(r[m]) for r in rows)
+                else float("nan") for m in METRICS}
+
+    out = {"rows": {v: means(r) for v, r in results.get("a", {}).items()},
+           "rows_free": {v: means(r) for v, r in results.get("b", {}).items()},
+           "paired": {}, "cases": len(seeds), "seeds": f"{seeds[0]}-{seeds[-1]}",
+           "checkpoint_sha": gen.checkpoint_sha, "keep_recent": stream.keep_recent,
+           "withdraw_sink": stream.withdraw_sink, "seconds": round(time.time() - t0, 1)}
+    if "a" in results and "full" in results["a"]:
+        full = results["a"]["full"]
+        for v, rows in results["a"].items():
+            if v == "full":
+                continue
+            out["paired"][v] = {m: list(M.paired_bootstrap(np.array([r[m] - f[m] for r, f in zip(rows, full)])))
+                                for m in METRICS}
+    if args.long:
+        out["drift_ratio"] = float(np.nanmean([drift_ratio(gen, s, args.long_frames) for s in
+                                               tqdm(seeds, desc="drift", file=sys.stderr)]))
+        out["identity_drift"] = float(np.nanmean([identity_drift(gen, s) for s in
+                                                  tqdm(seeds, desc="ten switches", file=sys.stderr)]))
+    print_table(out, file=sys.stderr)
+    if args.out is not None:
+        from .report import write_report
+
+        write_report(args.out, out, curves, examples, gen, " ".join(sys.argv))
+        print(f"report: {args.out / 'report.md'}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(nan_to_none(out)))
+    return 0
+
+
+def print_table(out: dict, file=sys.stderr) -> None:
+    from .switchbench import METRICS
+
+    short = {"garment_color_error": "color", "texture_score": "texture", "leakage": "leak",
+             "switch_latency_frames": "latency", "outside_psnr": "out_psnr", "motion_discontinuity": "jump",
+             "motion_amplitude_ratio": "motion", "flicker": "flicker"}
+    for key, title in (("rows", "protocol (a): primed with ground truth"), ("rows_free", "protocol (b): free-running")):
+        rows = out.get(key) or {}
+        if not rows:
+            continue
+        print(f"\n{title}  [{out['cases']} cases, seeds {out['seeds']}]", file=file)
+        print(f"{'row':16s}" + "".join(f"{short[m]:>10s}" for m in METRICS), file=file)
+        for v, r in rows.items():
+            frozen = " frozen" if r["motion_amplitude_ratio"] < 0.5 else ""
+            print(f"{v:16s}" + "".join(f"{r[m]:10.3f}" for m in METRICS) + frozen, file=file)
+    if out.get("paired"):
+        print("\npaired 95% intervals of (row - full), protocol (a):", file=file)
+        for v, r in out["paired"].items():
+            print(f"{v:16s}" + "".join(f"{'[%.2f,%.2f]' % tuple(r[m]):>16s}" for m in METRICS[:4]), file=file)
+    for k in ("drift_ratio", "identity_drift"):
+        if k in out:
+            print(f"{k}: {out[k]:.3f}", file=file)

@@ -1,0 +1,212 @@
+"""SwitchBench: how well a garment switch lands, measured against the synthetic world's exact ground truth.
+
+Each case (one seed: a person, a motion, 2-4 garments, switch frames at block starts) is streamed by every
+rescheduling variant under two protocols:
+
+* (a) primed: the stream starts from the ground-truth latents up to the first switch (isolates the switch);
+* (b) free-running: the user's view, generated from the first frame.
+
+Metrics (see ``metrics.py``) are computed over the 16 frames after each switch (leakage over frames 8-16),
+averaged over a case's switches, then over cases; rows are compared with ``full`` by paired 95% bootstrap
+intervals (protocol a).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..data.world import Garment, make_switch_sample, render_background, scene_colors
+from . import metrics as M
+
+WINDOW = 16
+LEAK_FROM = 8
+METRICS = ("garment_color_error", "texture_score", "leakage", "switch_latency_frames", "outside_psnr",
+           "motion_discontinuity", "motion_amplitude_ratio", "flicker")
+LOWER_IS_BETTER = {"garment_color_error": True, "texture_score": False, "leakage": True, "switch_latency_frames": True,
+                   "outside_psnr": False, "motion_discontinuity": True, "motion_amplitude_ratio": None, "flicker": True}
+
+
+def block_starts(n: int, first: int = 9, block: int = 12) -> list[int]:
+    return [0] + list(range(first, n, block))
+
+
+@dataclass
+class Case:
+    seed: int
+    switch_frames: list[int]
+    num_frames: int
+
+
+def make_case(seed: int, switches: int | None = None, spacing: int | None = None) -> Case:
+    """Switch frames at block starts (21 or 33 for the first), 24-36 frames apart, 24 frames after the last."""
+    rng = np.random.default_rng(seed + 104_729)
+    k = switches if switches is not None else int(rng.integers(1, 4))
+    frames = [int(rng.choice([21, 33]))]
+    for _ in range(k - 1):
+        frames.append(frames[-1] + (spacing or int(rng.choice([24, 36]))))
+    return Case(seed, frames, frames[-1] + 36)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Streaming one case
+# ----------------------------------------------------------------------------------------------------------
+
+def _encode_frames(codec, frames: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(frames.copy()).float().div(127.5).sub(1).permute(3, 0, 1, 2)[None]
+    with torch.no_grad():
+        return codec.encode(x)
+
+
+def stream_case(gen, gt, case: Case, variant: str, primed: bool, seed: int = 0) -> tuple[np.ndarray, list[int]]:
+    """Frames (N, H, W, 3) of one case, primed with ground truth up to the first switch (protocol a) or not,
+    and the frames where the switches took effect. Each switch is posted so that it applies at the first
+    block starting at or after its frame; ``restart`` restarts the decoder (its next block is 3 frames
+    shorter), which can move its later switches to a later block start."""
+    session = gen.session(gt.reference, gt.garment_images[0], gt.prompt, seed=seed, variant=variant,
+                          num_frames=case.num_frames, garment_label="g0")
+    out = []
+    with session:
+        if primed:
+            f0 = case.switch_frames[0]
+            out.append(session.prime(_encode_frames(gen.codec, gt.clip.frames[:f0])))
+        pending = list(zip(case.switch_frames, gt.garment_images[1:], range(1, 99)))
+
+        def post_due(next_start: int) -> None:
+            while pending and pending[0][0] <= next_start:
+                f, img, k = pending.pop(0)
+                session.post_switch(img, f"g{k}")
+
+        post_due(session.frame)
+        for chunk in session:
+            out.append(chunk.frames)
+            post_due(chunk.first_frame + len(chunk.frames))
+        applied = [e["frame"] for e in session.events if e["kind"] == "switch" and e["status"] == "applied"]
+    frames = np.concatenate(out)
+    if len(applied) != len(case.switch_frames) or any(a < f for a, f in zip(applied, case.switch_frames)):
+        raise RuntimeError(f"switches applied at {applied}, expected at/after {case.switch_frames}")
+    return frames, applied
+
+
+def ground_truth(seed: int, case: Case, size: int, applied: list[int] | None = None):
+    """The exact ground truth of a case (switches at the frames where they took effect)."""
+    frames = applied or case.switch_frames
+    return make_switch_sample(seed, switches=len(frames), num_frames=case.num_frames, switch_frames=list(frames),
+                              size=size)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Metrics of one streamed case
+# ----------------------------------------------------------------------------------------------------------
+
+def garment_region(frames: np.ndarray, person: np.ndarray, garments: list[Garment], others: list) -> np.ndarray:
+    """Protocol (b): the garment region found from the renderer's record -- person pixels whose nearest
+    recorded colour belongs to one of the garments rather than to skin, hair, trousers, shoes or face."""
+    region = np.zeros(person.shape, bool)
+    if not person.any():
+        return region
+    lab = M.rgb_to_lab(frames[person])
+    garment_pal = [c for g in garments for c in g.palette]
+    d_g = M.palette_distance(lab, garment_pal)
+    d_o = M.palette_distance(lab, others)
+    region[person] = d_g < d_o
+    return M.erode(region, 1)
+
+
+def case_metrics(frames: np.ndarray, gt, primed: bool) -> dict[str, float]:
+    """Mean over the case's switches of every metric (NaN where a protocol does not define it). ``gt`` is the
+    ground truth with its switches where the stream's took effect."""
+    spec = gt.spec
+    size = frames.shape[1]
+    bg = render_background(spec, size)
+    gen_person = M.person_masks(frames, bg)
+    gt_person = gt.clip.person_masks
+    static = ~M.dilate(gen_person.any(0) | gt_person.any(0), 3)
+    rows = []
+    for k, f in enumerate(gt.switch_frames):
+        w = slice(f, f + WINDOW)
+        new, old = gt.garments[k + 1], gt.garments[k]
+        gt_frames, gt_mask = gt.clip.frames[w], gt.clip.garment_masks[w]
+        g = frames[w]
+        if primed:
+            region = M.erode(gt_mask, 1)
+            color = M.garment_color_error(g, gt_frames, gt_mask)
+            texture = M.texture_score(g, gt_mask, gt_frames, gt_mask)
+            outside = M.outside_psnr(g, gt_frames, gt_mask)
+        else:
+            region = garment_region(g, gen_person[w], [new, old], scene_colors(spec))
+            color = M.palette_color_error(g, region, new.palette)
+            texture = M.texture_score(g, region, gt_frames, gt_mask)
+            outside = float("nan")
+        per_frame = M.leakage_per_frame(g, region, new.palette, old.palette)
+        rows.append({
+            "garment_color_error": color,
+            "texture_score": texture,
+            "leakage": float(np.nanmean(per_frame[LEAK_FROM:])) if np.isfinite(per_frame[LEAK_FROM:]).any() else float("nan"),
+            "switch_latency_frames": float(M.switch_latency_frames(per_frame)),
+            "outside_psnr": outside,
+            "motion_discontinuity": M.motion_discontinuity(gen_person, f),
+            "motion_amplitude_ratio": M.motion_amplitude_ratio(gen_person[w], gt_person[w]),
+            "flicker": M.flicker(g, static),
+            "_leakage_curve": per_frame,
+        })
+    out = {m: float(np.nanmean([r[m] for r in rows])) if any(np.isfinite(r[m]) for r in rows) else float("nan")
+           for m in METRICS}
+    out["_leakage_curve"] = np.nanmean(np.stack([r["_leakage_curve"] for r in rows]), 0)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Long runs: drift over 1,000 frames and identity after ten switches
+# ----------------------------------------------------------------------------------------------------------
+
+def drift_ratio(gen, seed: int, frames: int = 1000, stream_seed: int = 0) -> float:
+    """Free run of ``frames`` frames with one garment: palette colour error over the last 50 frames divided
+    by that over frames 50-100."""
+    gt = make_switch_sample(seed, switches=1, num_frames=48, switch_frames=[24], size=gen.resolution[1])
+    session = gen.session(gt.reference, gt.garment_images[0], gt.prompt, seed=stream_seed, num_frames=frames)
+    spec = gt.spec
+    bg = render_background(spec, gen.resolution[1])
+    errors = {}
+    with session:
+        for chunk in session:
+            idx = np.arange(chunk.first_frame, chunk.first_frame + len(chunk.frames))
+            sel = ((idx >= 50) & (idx < 100)) | (idx >= frames - 50)
+            if sel.any():
+                fr = chunk.frames[sel]
+                person = M.person_masks(fr, bg)
+                region = garment_region(fr, person, [gt.garments[0]], scene_colors(spec))
+                for i, f in zip(idx[sel], range(len(fr))):
+                    errors[int(i)] = M.palette_color_error(fr[f:f + 1], region[f:f + 1], gt.garments[0].palette)
+    early = np.nanmean([v for k, v in errors.items() if 50 <= k < 100])
+    late = np.nanmean([v for k, v in errors.items() if k >= frames - 50])
+    return float(late / early) if early > 0 else float("nan")
+
+
+def identity_drift(gen, seed: int, variant: str = "full", stream_seed: int = 0) -> float:
+    """Ten switches in a row (protocol a, every 24 frames): outside PSNR after the first switch minus after
+    the tenth -- how much identity and background erode over repeated switches."""
+    case = make_case(seed, switches=10, spacing=24)
+    gt = make_switch_sample(seed, switches=10, num_frames=case.num_frames, switch_frames=case.switch_frames,
+                            size=gen.resolution[1])
+    frames, applied = stream_case(gen, gt, case, variant, primed=True, seed=stream_seed)
+    gt = ground_truth(seed, case, gen.resolution[1], applied)
+    first, last = applied[0], applied[-1]
+    p1 = M.outside_psnr(frames[first:first + WINDOW], gt.clip.frames[first:first + WINDOW],
+                        gt.clip.garment_masks[first:first + WINDOW])
+    p10 = M.outside_psnr(frames[last:last + WINDOW], gt.clip.frames[last:last + WINDOW],
+                         gt.clip.garment_masks[last:last + WINDOW])
+    return p1 - p10
+
+
+def nan_to_none(x):
+    if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
+        return None
+    if isinstance(x, dict):
+        return {k: nan_to_none(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [nan_to_none(v) for v in x]
+    return x

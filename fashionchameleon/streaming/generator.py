@@ -1,0 +1,301 @@
+"""The streaming generator: prefill a person and a garment, then stream chunks of video while garment
+switches, prompt changes and stops arrive from any thread (or process).
+
+    gen = StreamingGenerator.from_pretrained()
+    with gen.session(person, garment, prompt="wave", seed=0) as session:
+        for chunk in session:                 # chunk.frames, chunk.index, chunk.garment, chunk.timings
+            show(chunk.frames)
+            if user_clicked:
+                session.post_switch(other_garment)
+
+Per block: apply pending events (the rescheduler handles a switch), denoise the block in a few steps
+against the KV cache, commit it at t=0, decode it with the streaming codec.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import Preset, StreamConfig, get_preset
+from ..model import causal
+from ..model.kv_cache import WindowPolicy
+from .preprocess import fit_garment, fit_person, load_image
+from .rescheduler import KVRescheduler, variant_policy
+from .session import DirChannel, Event, EventLog, LocalChannel
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+DEFAULT_CHECKPOINT = ASSETS / "checkpoints" / "tiny"
+DEFAULT_CODEC = ASSETS / "checkpoints" / "codec"
+
+
+@dataclass
+class Chunk:
+    frames: np.ndarray              # (T, H, W, 3) uint8
+    index: int                      # block number in this session
+    first_frame: int                # number of the chunk's first video frame
+    garment: str                    # label of the garment in effect
+    timings: dict[str, float]       # seconds: reschedule, denoise, commit, decode, total
+    events: list[dict] = field(default_factory=list)   # events that took effect at this chunk
+    latents: torch.Tensor | None = None                # the block's clean latents (1, C, f, h, w)
+
+
+def _to_tensor_image(img: np.ndarray, device, dtype) -> torch.Tensor:
+    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)[None].to(device, dtype) / 127.5 - 1.0
+
+
+class StreamingGenerator:
+    """Holds the model and codec; creates sessions (one per user, many at once)."""
+
+    def __init__(self, model, codec, preset: Preset, *, device: str | torch.device = "cpu",
+                 checkpoint_sha: str | None = None, stream: StreamConfig | None = None):
+        self.model = model.to(device).eval().requires_grad_(False)
+        self.codec = codec
+        self.preset = preset if stream is None else replace(preset, stream=stream)
+        self.device = torch.device(device)
+        self.dtype = next(model.parameters()).dtype
+        self.checkpoint_sha = checkpoint_sha
+
+    @classmethod
+    def from_pretrained(cls, checkpoint: str | Path = DEFAULT_CHECKPOINT, codec: str | Path | None = None, *,
+                        device: str = "cpu", dtype: torch.dtype = torch.float32) -> "StreamingGenerator":
+        from ..model.codec import load_codec
+        from ..model.loading import load_checkpoint
+
+        model, preset, meta = load_checkpoint(checkpoint, device=device, dtype=dtype)
+        codec_obj = load_codec(codec or DEFAULT_CODEC, device=device)
+        if meta.get("codec_sha256") and meta["codec_sha256"] != codec_obj.sha256:
+            raise ValueError(f"{checkpoint} was trained on codec {meta['codec_sha256'][:12]}, "
+                             f"but {codec or DEFAULT_CODEC} is {codec_obj.sha256[:12]}")
+        from ..model.codec import state_sha256
+
+        return cls(model, codec_obj, preset, device=device, checkpoint_sha=state_sha256(model.state_dict()))
+
+    @classmethod
+    def random(cls, preset: str | Preset = "tiny", codec=None, *, seed: int = 0, device: str = "cpu",
+               dtype: torch.dtype = torch.float32) -> "StreamingGenerator":
+        """Random weights (tests and speed benchmarks before / without a trained checkpoint)."""
+        from ..model.codec import TinyCodec
+        from ..model.dit import WanDiT
+
+        preset = get_preset(preset) if isinstance(preset, str) else preset
+        torch.manual_seed(seed)
+        model = WanDiT(preset.model).to(device=device, dtype=dtype)
+        if codec is None:
+            codec = TinyCodec().to(device).eval()
+        return cls(model, codec, preset, device=device, checkpoint_sha="random")
+
+    # -- images -> latents ---------------------------------------------------------------------------------------------
+    @property
+    def resolution(self) -> tuple[int, int]:
+        return self.preset.resolution
+
+    def person_image(self, person) -> np.ndarray:
+        return fit_person(load_image(person, "person image"), self.resolution)
+
+    def garment_image(self, garment) -> np.ndarray:
+        return fit_garment(load_image(garment, "garment image"), self.resolution)
+
+    @torch.no_grad()
+    def encode_image(self, img: np.ndarray) -> torch.Tensor:
+        x = _to_tensor_image(img, self.device, torch.float32)
+        return self.codec.encode_image(x).to(self.dtype)
+
+    def session(self, person, garment, prompt: str | None = None, *, seed: int = 0, variant: str = "full",
+                num_frames: int | None = None, channel=None, garment_label: str = "garment 0",
+                keep_latents: bool = False) -> "Session":
+        return Session(self, person, garment, prompt, seed=seed, variant=variant, num_frames=num_frames,
+                       channel=channel, garment_label=garment_label, keep_latents=keep_latents)
+
+
+class Session:
+    """One user's stream. Iterate it for chunks; post events from anywhere; close (or ``with``) to free it."""
+
+    def __init__(self, gen: StreamingGenerator, person, garment, prompt: str | None, *, seed: int = 0,
+                 variant: str = "full", num_frames: int | None = None, channel=None,
+                 garment_label: str = "garment 0", keep_latents: bool = False):
+        self.gen = gen
+        cfg = gen.preset.stream
+        self.stream_cfg = cfg
+        self.policy = variant_policy(variant, cfg.keep_recent, cfg.withdraw_sink)
+        self.variant = variant
+        self.rescheduler = KVRescheduler(gen.model, gen.codec, self.policy)
+        self.channel = channel or LocalChannel()
+        self.log = EventLog()
+        self.num_frames = num_frames
+        self.keep_latents = keep_latents
+        self.rng = torch.Generator().manual_seed(int(seed))
+        self.prompt = prompt
+        vocab = gen.model.config.prompt_vocab
+        if vocab and prompt is None:
+            self.prompt = vocab[0]
+        self.text = gen.model.embed_text([self.prompt]) if self.prompt is not None else None
+        self.person = gen.person_image(person)
+        garment_img = gen.garment_image(garment)
+        self.garment_label = garment_label
+        self.reference = gen.encode_image(self.person)
+        self.garment = gen.encode_image(garment_img)
+        h, w = self.reference.shape[-2:]
+        self.cache = causal.new_cache(gen.model, (h, w), WindowPolicy(cfg.sink_frames, cfg.window_frames))
+        self.sigmas = self._sigmas()
+        with torch.no_grad():
+            causal.prefill(gen.model, self.cache, torch.cat([self.reference, self.garment], 2), self.text)
+        self.decoder = gen.codec.stream_decoder()
+        self.block = 0
+        self.frame = 0
+        self.recent: torch.Tensor | None = None     # last clean latents (for re-caching after a switch)
+        self.last_frame: np.ndarray | None = None
+        self.closed = False
+        self.stopped = False
+        self._block_starts: collections.deque[float] = collections.deque(maxlen=256)
+
+    def _sigmas(self) -> torch.Tensor:
+        from ..training.flow import shift_sigma
+
+        t = torch.tensor(self.stream_cfg.denoise_timesteps, dtype=torch.float32) / 1000.0
+        return shift_sigma(t, self.stream_cfg.timestep_shift)
+
+    # -- events -----------------------------------------------------------------------------------------------------
+    def post_switch(self, garment, label: str | None = None) -> str:
+        """Queue a garment switch (an image path, array or PIL image); it applies at the next block."""
+        img = self.gen.garment_image(garment)    # validate now: a bad image fails the caller, not the stream
+        ev = Event("switch", img, label or f"garment {len(self.log.records) + 1}")
+        self.channel.post(ev)
+        return ev.id
+
+    def post_prompt(self, prompt: str) -> str:
+        if self.gen.model.config.prompt_vocab:
+            self.gen.model.prompt_ids([prompt])      # validate
+        ev = Event("prompt", prompt, prompt)
+        self.channel.post(ev)
+        return ev.id
+
+    def stop(self) -> None:
+        self.channel.post(Event("stop"))
+
+    @property
+    def events(self) -> list[dict]:
+        return self.log.as_dicts()
+
+    # -- priming (evaluation on ground truth) ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def prime(self, latents: torch.Tensor) -> np.ndarray:
+        """Start from given clean latents (1, C, F, h, w) instead of generating them: committed block by block
+        and decoded (so the decoder and the reference rebuild continue seamlessly). Returns their frames."""
+        frames = []
+        bf = self.stream_cfg.block_frames
+        latents = latents.to(self.gen.device, self.gen.dtype)
+        for i in range(0, latents.shape[2], bf):
+            blk = latents[:, :, i:i + bf]
+            causal.commit(self.gen.model, self.cache, blk, self.text)
+            self._remember(blk)
+            out = self._decode(blk)
+            frames.append(out)
+            self.frame += len(out)
+            self.block += 1
+        return np.concatenate(frames) if frames else np.zeros((0, *self.person.shape), np.uint8)
+
+    def _remember(self, blk: torch.Tensor) -> None:
+        keep = max(self.stream_cfg.keep_recent, 1)
+        self.recent = blk if self.recent is None else torch.cat([self.recent, blk], 2)[:, :, -keep:]
+
+    def _decode(self, blk: torch.Tensor) -> np.ndarray:
+        video = self.decoder.decode(blk.float())
+        frames = ((video[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).cpu().numpy()
+        self.last_frame = frames[-1]
+        return frames
+
+    # -- the loop -------------------------------------------------------------------------------------------------
+    def _apply_events(self) -> tuple[list, float]:
+        events = self.channel.drain()
+        applied, t_resched = [], 0.0
+        switches = [e for e in events if e.kind == "switch"]
+        records = {e.id: self.log.add(e) for e in events}
+        now = time.time()
+        for e in events:
+            rec = records[e.id]
+            if e.kind == "stop":
+                self.stopped = True
+            elif e.kind == "prompt":
+                self.prompt, self.text = e.payload, self.gen.model.embed_text([e.payload])
+                with torch.no_grad():
+                    causal.prefill(self.gen.model, self.cache, torch.cat([self.reference, self.garment], 2), self.text)
+            elif e.kind == "switch" and e is not switches[-1]:
+                rec.status = "skipped"      # several switches before one block: the latest wins
+                continue
+            if e.kind == "switch":
+                res = self.rescheduler.switch(
+                    self.cache, reference=self.reference, garment=self.garment,
+                    new_garment_image=_to_tensor_image(e.payload, self.gen.device, torch.float32),
+                    last_frame=None if self.last_frame is None else _to_tensor_image(self.last_frame, self.gen.device, torch.float32),
+                    recent_latents=self.recent, text=self.text)
+                self.reference, self.garment = res.reference, res.garment
+                self.garment_label = e.label
+                t_resched += res.seconds
+                if self.policy.restart:
+                    self.decoder = self.gen.codec.stream_decoder()
+                    self.recent = None
+            rec.status, rec.applied_at, rec.block, rec.frame = "applied", now, self.block, self.frame
+            rec.latency_s = now - e.posted_at
+            rec.blocks_waited = sum(1 for s in list(self._block_starts)[:-1] if s > e.posted_at)
+            applied.append(rec.to_dict())
+        return applied, t_resched
+
+    def __iter__(self):
+        model = self.gen.model
+        bf = self.stream_cfg.block_frames
+        c, h, w = self.reference.shape[1], *self.reference.shape[-2:]
+        while not self.closed:
+            if self.num_frames is not None and self.frame >= self.num_frames:
+                return
+            t0 = time.perf_counter()
+            self._block_starts.append(time.time())
+            applied, t_resched = self._apply_events()
+            if self.stopped or self.channel.stop_requested():
+                return
+            t1 = time.perf_counter()
+            noise = torch.randn((1, c, bf, h, w), generator=self.rng).to(self.gen.device, self.gen.dtype)
+            try:
+                with torch.no_grad():
+                    x0 = causal.denoise_block(model, self.cache, noise, self.sigmas, self.text, generator=self.rng,
+                                              should_stop=self.channel.stop_requested)
+            except causal.StopRequested:
+                self.stopped = True
+                return
+            t2 = time.perf_counter()
+            with torch.no_grad():
+                causal.commit(model, self.cache, x0, self.text)
+            self._remember(x0)
+            t3 = time.perf_counter()
+            frames = self._decode(x0)
+            t4 = time.perf_counter()
+            if self.num_frames is not None:
+                frames = frames[: self.num_frames - self.frame]
+            chunk = Chunk(frames, self.block, self.frame, self.garment_label,
+                          {"reschedule": t_resched, "denoise": t2 - t1, "commit": t3 - t2, "decode": t4 - t3,
+                           "events": t1 - t0 - t_resched, "total": t4 - t0},
+                          applied, x0.detach().cpu() if self.keep_latents else None)
+            self.block += 1
+            self.frame += len(frames)
+            yield chunk
+
+    def close(self) -> None:
+        """Free the cache and the channel; an iterator still running ends at its next block."""
+        self.closed = True
+        self.cache.reset()
+        self.channel.close()
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def make_channel(kind: str = "local", path: str | Path | None = None):
+    return DirChannel(path) if kind == "dir" else LocalChannel()

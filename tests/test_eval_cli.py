@@ -1,0 +1,51 @@
+"""The eval (SwitchBench) and bench CLIs run end to end and keep their JSON contracts (random micro model)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, timeout=600):
+    r = subprocess.run([sys.executable, "-m", "fashionchameleon", *args], cwd=ROOT, capture_output=True, text=True,
+                       timeout=timeout)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stdout   # exactly one line of JSON on stdout; logs go to stderr
+    return json.loads(lines[0]), r.stderr
+
+
+def test_eval_json_contract(micro_assets, tmp_path):
+    model, codec = micro_assets
+    out, err = run_cli("eval", "--checkpoint", str(model), "--codec", str(codec), "--seeds", "500000-500002",
+                       "--variants", "full,naive,restart", "--out", str(tmp_path / "rep"), "--json",
+                       "--long", "--long-frames", "120", "--threads", "1")
+    for key in ("rows", "rows_free", "paired", "cases", "seeds", "checkpoint_sha", "drift_ratio", "identity_drift"):
+        assert key in out
+    assert out["cases"] == 3 and out["seeds"] == "500000-500002"
+    assert set(out["rows"]) == {"full", "naive", "restart"} and set(out["rows_free"]) == {"full", "naive", "restart"}
+    assert set(out["rows"]["full"]) >= {"garment_color_error", "texture_score", "leakage", "switch_latency_frames",
+                                        "outside_psnr", "motion_discontinuity", "motion_amplitude_ratio", "flicker"}
+    assert out["rows_free"]["full"]["outside_psnr"] is None          # not defined without alignment: null
+    assert isinstance(out["rows"]["full"]["garment_color_error"], float)
+    lo, hi = out["paired"]["naive"]["garment_color_error"]
+    assert lo <= hi
+    assert (tmp_path / "rep" / "report.md").exists() and (tmp_path / "rep" / "leakage_curves.png").exists()
+    assert "protocol (a)" in err
+
+
+def test_bench_json_contract(micro_assets):
+    model, codec = micro_assets
+    out, _ = run_cli("bench", "--config", "micro", "--checkpoint", str(model), "--codec-folder", str(codec), "--blocks", "40", "--switch-every", "7",
+                     "--threads", "1", "--json")
+    for key in ("fps", "first_chunk_s", "late_early_chunk_ratio", "memory_growth_ratio", "switch_overhead_ratio",
+                "switch_latency_blocks", "teacher_speedup", "codec_decode_fps", "codec_encode_fps", "config", "device",
+                "resolution", "steps", "block_frames", "threads", "checkpoint_sha"):
+        assert key in out, key
+    assert out["config"] == "micro" and out["resolution"] == "32x32" and out["steps"] == 4
+    assert out["fps"] > 0 and out["switch_latency_blocks"] is not None and out["teacher_speedup"] > 1
+    codec_only, _ = run_cli("bench", "--config", "micro", "--checkpoint", str(model), "--codec-folder", str(codec),
+                            "--codec", "--json", "--threads", "1")
+    assert codec_only["codec_decode_fps"] > 0 and "fps" not in codec_only

@@ -1,0 +1,221 @@
+"""Streaming generator, sessions and the KV rescheduler on a random `micro` model (mechanics, not quality)."""
+
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from fashionchameleon.data.world import make_sample
+from fashionchameleon.model import causal
+from fashionchameleon.streaming.rescheduler import KVRescheduler, SwitchPolicy, variant_policy
+from fashionchameleon.streaming.session import DirChannel, Event
+
+
+@pytest.fixture(scope="module")
+def images():
+    s = make_sample(11, num_frames=1, size=64)
+    t = make_sample(12, num_frames=1, size=64)
+    u = make_sample(13, num_frames=1, size=64)
+    return s.reference, s.garment_image, t.garment_image, u.garment_image
+
+
+def frames_of(session):
+    return np.concatenate([c.frames for c in session])
+
+
+def test_chunks_and_determinism(micro_generator, images):
+    person, garment, _, _ = images
+    a = micro_generator.session(person, garment, "wave", seed=3, num_frames=40)
+    chunks = list(a)
+    assert [c.first_frame for c in chunks] == [0, 9, 21, 33]
+    assert [len(c.frames) for c in chunks] == [9, 12, 12, 7]
+    assert chunks[0].frames.dtype == np.uint8 and chunks[0].frames.shape[1:] == (32, 32, 3)
+    assert set(chunks[1].timings) >= {"denoise", "commit", "decode", "reschedule"}
+    b = micro_generator.session(person, garment, "wave", seed=3, num_frames=40)
+    assert np.array_equal(np.concatenate([c.frames for c in chunks]), frames_of(b))
+    c = micro_generator.session(person, garment, "wave", seed=4, num_frames=40)
+    assert not np.array_equal(np.concatenate([c2.frames for c2 in chunks]), frames_of(c))
+
+
+def test_switch_applies_at_the_next_block(micro_generator, images):
+    person, garment, other, _ = images
+    s = micro_generator.session(person, garment, "walk", seed=0, num_frames=60)
+    seen = []
+    for chunk in s:
+        seen.append((chunk.index, chunk.garment, chunk.events))
+        if chunk.index == 1:
+            s.post_switch(other, "B")
+    assert [g for _, g, _ in seen] == ["garment 0", "garment 0", "B", "B", "B", "B"]
+    (rec,) = [e for e in s.events if e["kind"] == "switch"]
+    assert rec["status"] == "applied" and rec["block"] == 2 and rec["frame"] == 21
+    assert seen[2][2][0]["id"] == rec["id"]
+
+
+def test_latest_switch_wins(micro_generator, images):
+    person, garment, b, c = images
+    s = micro_generator.session(person, garment, seed=0, num_frames=30)
+    it = iter(s)
+    next(it)
+    s.post_switch(b, "B")
+    s.post_switch(c, "C")
+    s.post_switch(b, "B2")
+    chunk = next(it)
+    assert chunk.garment == "B2"
+    status = {e["label"]: e["status"] for e in s.events}
+    assert status == {"B": "skipped", "C": "skipped", "B2": "applied"}
+
+
+def test_stop_mid_block_lands_within_one_denoising_step(micro_generator, images):
+    person, garment, _, _ = images
+    s = micro_generator.session(person, garment, seed=0)
+    model = micro_generator.model
+    calls = []
+    stopped_at = []
+
+    def hook(module, args):
+        calls.append(args[0].shape[2])
+        if len(calls) == 7 and not stopped_at:   # the second denoising step of block 1
+            threading.Thread(target=s.stop).start()
+            time.sleep(0.2)
+            stopped_at.append(len(calls))
+
+    handle = model.register_forward_pre_hook(hook)
+    try:
+        chunks = list(s)
+    finally:
+        handle.remove()
+    assert len(chunks) == 1
+    # after the stop was posted, at most the step already running finishes: no further model passes
+    assert len(calls) <= stopped_at[0] + 1
+    list(s)  # stopping twice / iterating a stopped session is harmless
+
+
+def test_two_sessions_in_two_threads_do_not_interfere(micro_generator, images):
+    person, garment, other, _ = images
+    alone = frames_of(micro_generator.session(person, garment, "sway", seed=5, num_frames=45))
+    results = {}
+
+    def run_a():
+        s = micro_generator.session(person, garment, "sway", seed=5, num_frames=45)
+        results["a"] = frames_of(s)
+
+    def run_b():
+        s = micro_generator.session(person, garment, "turn", seed=9, num_frames=45)
+        out = []
+        for chunk in s:
+            out.append(chunk.frames)
+            s.post_switch(other, "B")
+        results["b"] = (np.concatenate(out), s.events)
+
+    threads = [threading.Thread(target=run_a), threading.Thread(target=run_b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert np.array_equal(results["a"], alone)
+    assert any(e["status"] == "applied" for e in results["b"][1])
+
+
+def _state(cache):
+    return {seg: [None if t is None else t.clone() for t in cache.keys[seg]] for seg in ("prefix", "sink", "history")}
+
+
+@torch.no_grad()
+def test_rescheduler_leaves_exactly_what_it_should(micro_generator, images):
+    person, garment, other, _ = images
+    gen = micro_generator
+    new_img = torch.from_numpy(gen.garment_image(other).copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+
+    def streamed(blocks=4):
+        s = gen.session(person, garment, "wave", seed=1)
+        it = iter(s)
+        for _ in range(blocks):
+            next(it)
+        return s
+
+    # refresh only: the prefix changes, sink and history are untouched
+    s = streamed()
+    before = _state(s.cache)
+    KVRescheduler(gen.model, gen.codec, SwitchPolicy(refresh=True, withdraw=False, disentangle=False)).switch(
+        s.cache, reference=s.reference, garment=s.garment, new_garment_image=new_img, last_frame=None,
+        recent_latents=s.recent, text=s.text)
+    after = _state(s.cache)
+    for seg in ("sink", "history"):
+        assert all(torch.equal(a, b) for a, b in zip(before[seg], after[seg]))
+    assert not torch.equal(before["prefix"][0], after["prefix"][0])
+
+    # withdraw keeps exactly keep_recent history frames (and drops the sink)
+    for keep in (0, 2, 3):
+        s = streamed()
+        KVRescheduler(gen.model, gen.codec, SwitchPolicy(keep_recent=keep, withdraw_sink=True)).switch(
+            s.cache, reference=s.reference, garment=s.garment, new_garment_image=new_img, last_frame=None,
+            recent_latents=s.recent, text=s.text)
+        assert s.cache.frames("history") == keep and s.cache.frames("sink") == 0
+
+    # disentangle: the new reference is encode_image of the last decoded frame
+    s = streamed()
+    last = torch.from_numpy(s.last_frame.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    res = KVRescheduler(gen.model, gen.codec, variant_policy("full", 3)).switch(
+        s.cache, reference=s.reference, garment=s.garment, new_garment_image=new_img, last_frame=last,
+        recent_latents=s.recent, text=s.text)
+    torch.testing.assert_close(res.reference, gen.codec.encode_image(last))
+    # ... and the prefix now encodes [that reference, the new garment]
+    fresh = causal.new_cache(gen.model, res.reference.shape[-2:], s.cache.policy)
+    causal.prefill(gen.model, fresh, torch.cat([res.reference, res.garment], 2), s.text)
+    torch.testing.assert_close(s.cache.keys["prefix"][1], fresh.keys["prefix"][1])
+
+
+def test_every_variant_streams_through_ten_switches(micro_generator, images):
+    person, garment, b, c = images
+    for variant in ("full", "paper", "no_refresh", "no_withdraw", "no_disentangle", "naive", "restart"):
+        s = micro_generator.session(person, garment, seed=0, variant=variant, num_frames=12 * 12)
+        mem = []
+        for chunk in s:
+            s.post_switch(b if chunk.index % 2 else c)
+            mem.append(s.cache.memory_bytes())
+        assert sum(e["status"] == "applied" for e in s.events) >= 10
+        assert max(mem) <= max(mem[:3]) * 1.5, variant
+
+
+def _post_from_child(path):
+    code = ("import numpy as np; from fashionchameleon.streaming.session import DirChannel, Event;"
+            f"c = DirChannel({str(path)!r}); c.post(Event('switch', np.full((8, 8, 3), 7, np.uint8), 'child'));"
+            "c.post(Event('stop'))")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_dir_channel_crosses_processes(tmp_path):
+    ch = DirChannel(tmp_path / "mailbox")
+    _post_from_child(tmp_path / "mailbox")
+    events = ch.drain()
+    assert [e.kind for e in events] == ["switch", "stop"] and events[0].label == "child"
+    assert events[0].payload.shape == (8, 8, 3) and events[0].payload[0, 0, 0] == 7
+    assert ch.stop_requested() and ch.drain() == []
+
+
+def test_session_with_dir_channel(micro_generator, images, tmp_path):
+    person, garment, other, _ = images
+    ch = DirChannel(tmp_path / "box")
+    s = micro_generator.session(person, garment, seed=0, channel=ch, num_frames=40)
+    labels = []
+    for chunk in s:
+        labels.append(chunk.garment)
+        if chunk.index == 0:
+            DirChannel(tmp_path / "box").post(Event("switch", micro_generator.garment_image(other), "remote"))
+    assert labels == ["garment 0", "remote", "remote", "remote"]
+
+
+def test_prime_continues_from_given_latents(micro_generator, images):
+    person, garment, _, _ = images
+    torch.manual_seed(0)
+    latents = torch.randn(1, 16, 6, 4, 4)
+    s = micro_generator.session(person, garment, seed=0, num_frames=40)
+    primed = s.prime(latents)
+    assert len(primed) == 21 and s.frame == 21 and s.block == 2
+    assert s.cache.frames("sink") == 3 and s.cache.frames("history") == 3
+    rest = list(s)
+    assert rest[0].first_frame == 21 and sum(len(c.frames) for c in rest) == 19
