@@ -216,10 +216,12 @@ class TinyCodec(nn.Module, LatentCodec):
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        # half precision on disk (under 10 MB, a Space's plain-git limit); the hash is of what a load yields
+        state = {k: v.detach().cpu().half().contiguous() for k, v in self.state_dict().items()}
         save_file(state, str(folder / "codec.safetensors.tmp"))
         os.replace(folder / "codec.safetensors.tmp", folder / "codec.safetensors")
-        meta = {"codec": "tiny", "config": self.config.to_dict(), "sha256": state_sha256(state), **(extra or {})}
+        meta = {"codec": "tiny", "config": self.config.to_dict(),
+                "sha256": state_sha256({k: v.float() for k, v in state.items()}), **(extra or {})}
         (folder / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
         return folder
 
