@@ -9,11 +9,9 @@ API (gradio_client): /generate (person, garment, motion, seed, seconds) streams 
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import gradio as gr
-import numpy as np
 
 try:  # ZeroGPU: the generating function runs in a forked child process; a no-op elsewhere
     import spaces
@@ -24,15 +22,13 @@ except ImportError:  # pragma: no cover
         return (lambda f: f) if not args or not callable(args[0]) else args[0]
 
 from fashionchameleon.app_support import AppState, examples, load_generator
-from fashionchameleon.streaming.preprocess import InputImageError
 from fashionchameleon.streaming.runner import stream_run
-from fashionchameleon.streaming.service import QueueFull
 
 MAX_SECONDS = int(os.environ.get("FC_MAX_SECONDS", "30"))
-GEN, GEN_NOTE = load_generator()
-STATE = AppState(GEN, max_active=int(os.environ.get("FC_MAX_ACTIVE", "1")),
-                 max_waiting=int(os.environ.get("FC_MAX_WAITING", "8")))
+GEN, GEN_NOTE = load_generator(os.environ.get("FC_CHECKPOINT"), os.environ.get("FC_CODEC"))
 EXAMPLES = examples(GEN.resolution[1])
+STATE = AppState(GEN, max_active=int(os.environ.get("FC_MAX_ACTIVE", "1")),
+                 max_waiting=int(os.environ.get("FC_MAX_WAITING", "8")), examples_hashes=EXAMPLES.hashes)
 MOTIONS = list(GEN.model.config.prompt_vocab) or ["a person walking"]
 
 NOTICE = (
@@ -52,7 +48,7 @@ def _generate_on_device(person, garment, label, motion, seed, frames, mailbox, o
     yield from stream_run(GEN, person, garment, label, motion, seed, frames, mailbox, out_dir)
 
 
-def generate(person, garment, motion="walk", seed=0, seconds=6, request: gr.Request = None):
+def generate(person, garment, motion="walk", seed=0, seconds=6, request: gr.Request = None):  # noqa: B008
     """Stream a video of `person` wearing `garment`. Yields (video segment, status)."""
     yield from STATE.generate(request, person, garment, motion, seed, seconds, MAX_SECONDS, _generate_on_device)
 
@@ -72,6 +68,14 @@ def pick_garment(evt: gr.SelectData, gallery, request: gr.Request):
     path = gallery[evt.index][0] if isinstance(gallery[evt.index], (list, tuple)) else gallery[evt.index]
     msg = STATE.switch(request, path, only_if_running=True)
     return path, msg
+
+
+def final_download(request: gr.Request):
+    return STATE.download_for(request)
+
+
+def on_unload(request: gr.Request):
+    STATE.unload(request)
 
 
 def add_garments(files, gallery):
@@ -114,11 +118,10 @@ with gr.Blocks(title="FashionChameleon", delete_cache=(600, 3600)) as demo:
     uploads.upload(add_garments, inputs=[uploads, garments], outputs=[garments], api_visibility="private")
     go.click(generate, inputs=[person, garment, motion, seed, seconds], outputs=[video, status],
              api_name="generate", concurrency_limit=16, concurrency_id="generate")
-    video.end_stream(STATE.final_files, outputs=[download], api_visibility="private") if hasattr(video, "end_stream") else None
     halt.click(stop, outputs=[switch_ack], api_name="stop", concurrency_limit=None)
     switch_api.click(switch, inputs=[switch_image], outputs=[switch_ack], api_name="switch", concurrency_limit=None)
-    status.change(STATE.download_for, outputs=[download], api_visibility="private")
-    demo.unload(STATE.unload)
+    status.change(final_download, outputs=[download], api_visibility="private")
+    demo.unload(on_unload)
 
 demo.queue(max_size=64, default_concurrency_limit=4)
 

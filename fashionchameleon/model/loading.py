@@ -128,16 +128,40 @@ def load_diffusers_transformer(name_or_path: str | os.PathLike, *, device: str |
 # -- our own checkpoints: config.json (preset + metadata) and model.safetensors -----------------------------
 
 def save_checkpoint(folder: str | os.PathLike, model: WanDiT, preset: Preset, *,
-                    metadata: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> Path:
+                    metadata: dict[str, Any] | None = None, dtype: torch.dtype | None = None,
+                    max_shard_mb: float | None = None) -> Path:
+    """config.json + model.safetensors, or shards of at most ``max_shard_mb`` with an index (a Space's
+    plain-git limit is 10 MB per file)."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
              for k, v in model.state_dict().items()}
-    tmp = folder / "model.safetensors.tmp"
-    save_file(state, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, folder / "model.safetensors")
+    for old in list(folder.glob("model*.safetensors")) + list(folder.glob("model*.safetensors.index.json")):
+        old.unlink()
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    limit = None if max_shard_mb is None else max_shard_mb * 2**20
+    size = 0
+    for k, v in state.items():
+        nbytes = v.numel() * v.element_size()
+        if limit is not None and shards[-1] and size + nbytes > limit:
+            shards.append({})
+            size = 0
+        shards[-1][k] = v
+        size += nbytes
+    if len(shards) == 1:
+        tmp = folder / "model.safetensors.tmp"
+        save_file(state, str(tmp), metadata={"format": "pt"})
+        os.replace(tmp, folder / "model.safetensors")
+    else:
+        weight_map = {}
+        for i, shard in enumerate(shards):
+            name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+            save_file(shard, str(folder / (name + ".tmp")), metadata={"format": "pt"})
+            os.replace(folder / (name + ".tmp"), folder / name)
+            weight_map.update({k: name for k in shard})
+        (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}, indent=1) + "\n")
     config = {"preset": preset.to_dict(), **(metadata or {})}
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return folder

@@ -156,7 +156,9 @@ class Trainer:
 
             model = merge_lora(copy.deepcopy(self.ema))
         codec_sha = load_codec(self.args.codec).sha256 if Path(self.args.codec).exists() else None
-        save_checkpoint(folder, model, self.preset, dtype=torch.float16 if self.preset.name == "tiny" else None,
+        small = self.preset.name in ("tiny", "micro")
+        save_checkpoint(folder, model, self.preset, dtype=torch.float16 if small else None,
+                        max_shard_mb=9.0 if small else None,
                         metadata={"stage": self.args.stage, "steps": step, "codec_sha256": codec_sha,
                                   "train_seeds": self.args.train_seeds, "mode": "bidirectional" if self.args.stage == "teacher" else "block-causal"})
 
