@@ -36,7 +36,7 @@ def micro_assets(tmp_path_factory):
     codec.save(root / "codec")
     preset = get_preset("micro")
     model = randomize_(WanDiT(preset.model), scale=0.2, seed=8)
-    save_checkpoint(root / "model", model, preset, metadata={"codec_sha256": codec.sha256})
+    save_checkpoint(root / "model", model, preset, metadata={"codec_sha256": TinyCodec.load(root / "codec").sha256})
     return root / "model", root / "codec"
 
 
