@@ -90,22 +90,25 @@ with gr.Blocks(title="FashionChameleon", delete_cache=(600, 3600)) as demo:
         gr.Markdown(f"> {GEN_NOTE}")
     with gr.Row():
         with gr.Column(scale=1):
-            person = gr.Image(label="Person", type="numpy", sources=["upload", "webcam", "clipboard"], height=220)
-            gr.Examples([[p] for p in EXAMPLES.persons], inputs=[person], label="Example people (synthetic world)")
-            garment = gr.Image(label="Selected garment", type="filepath", height=160, interactive=True)
+            person = gr.Image(label="Person", type="numpy", sources=["upload", "webcam", "clipboard"], height=220,
+                              elem_id="person")
+            gr.Examples([[p] for p in EXAMPLES.persons], inputs=[person], label="Example people (synthetic world)",
+                        elem_id="person-examples")
+            garment = gr.Image(label="Selected garment", type="filepath", height=160, interactive=True,
+                               elem_id="selected-garment")
             garments = gr.Gallery(value=[(g, f"garment {i}") for i, g in enumerate(EXAMPLES.garments)],
                                   label="Garments: click one (during a run it switches the video)", columns=4,
-                                  height=220, allow_preview=False)
+                                  height=220, allow_preview=False, elem_id="garments")
             uploads = gr.File(label="Add your own garment images", file_count="multiple", file_types=["image"])
             with gr.Row():
                 motion = gr.Dropdown(MOTIONS, value=MOTIONS[0], label="Motion")
                 seed = gr.Number(value=0, precision=0, label="Seed")
             seconds = gr.Slider(2, MAX_SECONDS, value=min(8, MAX_SECONDS), step=1, label="Length (seconds)")
             with gr.Row():
-                go = gr.Button("Generate", variant="primary")
-                halt = gr.Button("Stop")
+                go = gr.Button("Generate", variant="primary", elem_id="generate")
+                halt = gr.Button("Stop", elem_id="stop")
         with gr.Column(scale=2):
-            video = gr.Video(label="Live video (AI-generated)", streaming=True, autoplay=True, height=512)
+            video = gr.Video(label="Live video (AI-generated)", streaming=True, autoplay=True, height=512, elem_id="video")
             status = gr.Markdown("Ready.", elem_id="status")
             download = gr.File(label="Download the whole video (mp4)")
     gr.Markdown(NOTICE + "\n\n" + RESPONSIBLE)

@@ -1,0 +1,89 @@
+"""The app served on 127.0.0.1, driven by two gradio_client clients at once; the streamed HLS segments
+are fetched and decoded with PyAV."""
+
+import io
+import threading
+import urllib.request
+
+import av
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+
+from app_server import running_app
+from fashionchameleon.app_support import examples
+
+
+@pytest.fixture(scope="module")
+def server(micro_assets):
+    model, codec = micro_assets
+    with running_app({"FC_CHECKPOINT": str(model), "FC_CODEC": str(codec), "FC_MAX_ACTIVE": "2"}) as (url, proc):
+        yield url
+
+
+def fetch_frames(playlist_url: str) -> list[np.ndarray]:
+    text = urllib.request.urlopen(playlist_url, timeout=30).read().decode()
+    base = playlist_url.rsplit("/", 1)[0]
+    frames = []
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            data = urllib.request.urlopen(f"{base}/{line}", timeout=30).read()
+            with av.open(io.BytesIO(data)) as c:
+                frames += [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    return frames
+
+
+def client_run(url, ex, switch_to=None, seed=0, seconds=3):
+    c = Client(url, verbose=False, download_files=False)
+    job = c.submit(handle_file(ex.persons[0]), handle_file(ex.garments[0]), "walk", seed, seconds, api_name="/generate")
+    statuses, playlist, switched = [], None, False
+    for video, status in job:
+        statuses.append(status)
+        if video:
+            playlist = video["url"]
+        if switch_to is not None and not switched and "frames: 9 " in status:
+            ack = c.predict(handle_file(ex.garments[switch_to]), api_name="/switch")
+            assert "queued" in ack
+            switched = True
+    return statuses, playlist
+
+
+def test_two_clients_stream_and_switch_without_cross_talk(server):
+    ex = examples(32)
+    results = {}
+
+    def run(name, switch_to, seed):
+        results[name] = client_run(server, ex, switch_to, seed)
+
+    threads = [threading.Thread(target=run, args=("a", 1, 0)), threading.Thread(target=run, args=("b", None, 5))]
+    [t.start() for t in threads]
+    [t.join(300) for t in threads]
+    (status_a, playlist_a), (status_b, playlist_b) = results["a"], results["b"]
+    assert "switch to garment_1: took effect at frame" in status_a[-1]
+    assert "switch" not in status_b[-1] and "garment: garment_0" in status_b[-1]
+    frames_a, frames_b = fetch_frames(playlist_a), fetch_frames(playlist_b)
+    assert len(frames_a) == 48 and len(frames_b) == 48           # 3 s at 16 fps, every segment decodable
+    assert frames_a[0].shape == (512, 512, 3)                     # upscaled for display
+    # B's video is B's alone: the same request again (same seed, no switch) gives the same picture
+    status_b2, playlist_b2 = client_run(server, ex, None, 5)
+    again = fetch_frames(playlist_b2)
+    assert np.abs(np.stack(again).astype(int) - np.stack(frames_b).astype(int)).mean() < 2.0
+
+
+def test_stop_and_bad_input_over_the_api(server):
+    ex = examples(32)
+    c = Client(server, verbose=False, download_files=False)
+    assert "Nothing is running" in c.predict(api_name="/stop")
+    with pytest.raises(Exception, match="Press Generate first"):
+        c.predict(handle_file(ex.garments[1]), api_name="/switch")
+    job = c.submit(handle_file(ex.persons[0]), handle_file(ex.garments[0]), "walk", 0, 20, api_name="/generate")
+    for _, status in job:
+        if "frames: 9 " in status:
+            assert "Stopping" in c.predict(api_name="/stop")
+            c.predict(api_name="/stop")                            # twice is harmless
+    assert "Run ended: stopped." in job.outputs()[-1][1]
+    with pytest.raises(Exception):
+        c.predict(None, handle_file(ex.garments[0]), "walk", 0, 3, api_name="/generate")
+    # and the app keeps serving
+    assert "Done" in c.predict(handle_file(ex.persons[0]), handle_file(ex.garments[0]), "walk", 0, 2,
+                               api_name="/generate")[1]
