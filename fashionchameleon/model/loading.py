@@ -51,7 +51,8 @@ def _weight_files(folder: Path) -> list[Path]:
     if index:
         shards = sorted(set(json.loads(index[0].read_text())["weight_map"].values()))
         return [folder / s for s in shards]
-    files = sorted(folder.glob("*.safetensors"))
+    # side files of ours (e.g. a prompt vocabulary exported beside diffusers weights) are not model weights
+    files = sorted(p for p in folder.glob("*.safetensors") if not p.name.startswith("fashionchameleon_"))
     if not files:
         files = sorted(p for p in folder.iterdir() if p.suffix in (".pt", ".pth", ".bin"))
     if not files:

@@ -46,6 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample-every", type=int, default=500, help="write a sample video every N steps (0: never)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--lora", type=int, default=0, help="LoRA rank on attention and FFN projections (0: full fine-tune)")
     p.add_argument("--stop-after", type=int, default=None, help="stop after this many steps in this invocation")
 
 
@@ -78,6 +79,10 @@ class Trainer:
             self.teacher, _, _ = load_checkpoint(args.teacher)
             self.teacher.requires_grad_(False)
             self.critic = copy.deepcopy(self.teacher).requires_grad_(True).train()
+        if args.lora:
+            from .lora import apply_lora
+
+            self.model = apply_lora(self.model, args.lora)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         lr = args.lr if args.lr is not None else {"teacher": 4e-4, "forcing": 1e-4, "dmd": 2e-5}[args.stage]
         self.lr = lr
@@ -146,6 +151,10 @@ class Trainer:
         from ..model.loading import save_checkpoint
 
         model = self.ema
+        if self.args.lora:
+            from .lora import merge_lora
+
+            model = merge_lora(copy.deepcopy(self.ema))
         codec_sha = load_codec(self.args.codec).sha256 if Path(self.args.codec).exists() else None
         small = self.preset.name in ("tiny", "micro")
         save_checkpoint(folder, model, self.preset, dtype=torch.float16 if small else None,
