@@ -50,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
     for f in sw.switch_frames:
         rows.append([sw.clip.frames[max(0, f + d)] for d in (-2, -1, 0, 1, 2, 8)])
     Image.fromarray(contact_sheet([sw.garment_images])).save(args.out / f"world_{args.seed}_garments.png")
+    # inputs for trying `render` right away: the person (in another garment) and two garments
+    Image.fromarray(s.reference).save(args.out / "person.png")
+    Image.fromarray(sw.garment_images[0]).save(args.out / "garment_a.png")
+    Image.fromarray(sw.garment_images[1]).save(args.out / "garment_b.png")
     Image.fromarray(contact_sheet(rows)).save(args.out / f"world_{args.seed}_switch.png")
     info = {"seed": args.seed, "prompt": s.prompt, "garment": s.garment.to_dict(),
             "reference_garment": s.reference_garment.to_dict(), "switch_frames": sw.switch_frames,
