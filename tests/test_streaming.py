@@ -219,3 +219,17 @@ def test_prime_continues_from_given_latents(micro_generator, images):
     assert s.cache.frames("sink") == 3 and s.cache.frames("history") == 3
     rest = list(s)
     assert rest[0].first_frame == 21 and sum(len(c.frames) for c in rest) == 19
+
+
+def test_prompt_change_applies_at_the_next_block(micro_generator, images):
+    person, garment, _, _ = images
+    s = micro_generator.session(person, garment, "walk", seed=0, num_frames=40)
+    with pytest.raises(ValueError, match="prompt"):
+        s.post_prompt("moonwalk")
+    for chunk in s:
+        if chunk.index == 0:
+            before = s.text.clone()
+            s.post_prompt("arms_up")
+    (rec,) = s.events
+    assert rec["kind"] == "prompt" and rec["status"] == "applied" and rec["block"] == 1
+    assert s.prompt == "arms_up" and not torch.equal(before, s.text)

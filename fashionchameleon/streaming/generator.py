@@ -53,13 +53,26 @@ class StreamingGenerator:
     """Holds the model and codec; creates sessions (one per user, many at once)."""
 
     def __init__(self, model, codec, preset: Preset, *, device: str | torch.device = "cpu",
-                 checkpoint_sha: str | None = None, stream: StreamConfig | None = None):
+                 checkpoint_sha: str | None = None, stream: StreamConfig | None = None, text_encoder=None):
         self.model = model.to(device).eval().requires_grad_(False)
         self.codec = codec
         self.preset = preset if stream is None else replace(preset, stream=stream)
         self.device = torch.device(device)
         self.dtype = next(model.parameters()).dtype
         self.checkpoint_sha = checkpoint_sha
+        self.text_encoder = text_encoder    # e.g. model.text.PromptEncoder for models that take umT5 embeddings
+
+    def embed_prompt(self, prompt: str | None):
+        """Projected text tokens for a prompt: a vocabulary entry (`tiny`) or umT5 embeddings (real shapes,
+        encoded once per prompt and cached); None without a prompt."""
+        if prompt is None:
+            return None
+        if self.model.config.prompt_vocab:
+            return self.model.embed_text([prompt])
+        if self.text_encoder is None:
+            raise ValueError("this model takes text embeddings: give the generator a text_encoder "
+                             "(fashionchameleon.model.text.PromptEncoder) to use prompts")
+        return self.model.embed_text(self.text_encoder.encode(prompt).to(self.device, self.dtype))
 
     @classmethod
     def from_pretrained(cls, checkpoint: str | Path = DEFAULT_CHECKPOINT, codec: str | Path | None = None, *,
@@ -134,7 +147,7 @@ class Session:
         vocab = gen.model.config.prompt_vocab
         if vocab and prompt is None:
             self.prompt = vocab[0]
-        self.text = gen.model.embed_text([self.prompt]) if self.prompt is not None else None
+        self.text = gen.embed_prompt(self.prompt)
         self.person = gen.person_image(person)
         garment_img = gen.garment_image(garment)
         self.garment_label = garment_label
@@ -222,7 +235,7 @@ class Session:
             if e.kind == "stop":
                 self.stopped = True
             elif e.kind == "prompt":
-                self.prompt, self.text = e.payload, self.gen.model.embed_text([e.payload])
+                self.prompt, self.text = e.payload, self.gen.embed_prompt(e.payload)
                 with torch.no_grad():
                     causal.prefill(self.gen.model, self.cache, torch.cat([self.reference, self.garment], 2), self.text)
             elif e.kind == "switch" and e is not switches[-1]:

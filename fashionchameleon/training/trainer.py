@@ -47,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--lora", type=int, default=0, help="LoRA rank on attention and FFN projections (0: full fine-tune)")
+    p.add_argument("--export-only", action="store_true",
+                   help="write the run's current EMA weights to --out (a milestone) and exit, without training")
     p.add_argument("--stop-after", type=int, default=None, help="stop after this many steps in this invocation")
 
 
@@ -191,6 +193,12 @@ def run(args: argparse.Namespace) -> int:
         (run_dir / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items() if k != "func"}, indent=2))
         if step:
             print(f"resumed {run_dir} at step {step}", file=sys.stderr)
+    if args.export_only:
+        if args.out is None or step == 0:
+            raise SystemExit("error: --export-only needs --out and a run folder with saved state")
+        trainer.export(args.out, step)
+        print(f"exported the EMA weights of step {step} to {args.out}", file=sys.stderr)
+        return 0
     bar = tqdm(total=args.steps, initial=step, desc=f"train {args.stage}", unit="step", file=sys.stderr,
                disable=trainer.rank != 0)
     stop_at = min(args.steps, step + args.stop_after) if args.stop_after else args.steps
