@@ -157,3 +157,21 @@ def test_two_processes_match_one_process(tmp_path, stage):
     init = WanDiT(get_preset("micro").model).state_dict()
     assert any(not torch.equal(init[k], one[k]) for k in one)
     assert load_file(str(tmp_path / "one" / "out" / "model.safetensors"))
+
+
+def test_lora_flag_trains_only_adapters_and_exports_merged(tmp_path):
+    from fashionchameleon.model.loading import load_checkpoint
+
+    t = teacher_checkpoint(tmp_path)
+    (tmp_path / "l").mkdir()
+    args = parse(cli_args(tmp_path / "l", "forcing", "--steps", "2", "--init", str(t), "--lora", "4",
+                          "--lr", "1e-2", "--out", str(tmp_path / "l" / "out")))
+    trainer_mod.run(args)
+    state = torch.load(tmp_path / "l" / "run-forcing" / "state.pt", weights_only=True)["model"]
+    base, _, _ = load_checkpoint(t)
+    for k, v in base.state_dict().items():
+        lora_key = k.replace(".weight", ".base_layer.weight").replace(".bias", ".base_layer.bias")
+        assert torch.equal(state.get(k, state.get(lora_key)), v), f"{k} changed under LoRA"
+    assert any("lora_B" in k and state[k].abs().sum() > 0 for k in state)   # the adapters did train
+    exported, _, _ = load_checkpoint(tmp_path / "l" / "out")                # merged: plain keys again
+    assert set(exported.state_dict()) == set(base.state_dict())
