@@ -25,13 +25,17 @@ if ((${#missing[@]})); then
 fi
 
 [[ -x .venv/bin/python ]] || python3 -m venv .venv
-PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
-"${PIP[@]}" --upgrade pip >/dev/null
+pip_install() {
+  # keeps pip's exit status; drops the harmless notes about local wheel folders some machines configure
+  .venv/bin/python -m pip install -q --disable-pip-version-check "$@" \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
+pip_install --upgrade pip >/dev/null
 # torch first and pinned: the pinned release is the local CPU wheel here and the CUDA wheel on a GPU Space.
-"${PIP[@]}" "torch==2.13.0"
+pip_install "torch==2.13.0"
 if ((DEV)); then
-  "${PIP[@]}" -e ".[dev]"
+  pip_install -e ".[dev]"
 else
-  "${PIP[@]}" -e .
+  pip_install -e .
 fi
 echo "[setup] ready: $(.venv/bin/python -c 'import torch, fashionchameleon; print("torch", torch.__version__)')" >&2

@@ -95,6 +95,8 @@ class Controller:
 
     def start_run(self) -> Path:
         with self.lock:
+            # earlier runs' segments are no longer needed (Gradio copied what it serves into its cache)
+            shutil.rmtree(WORK_DIR / self.key, ignore_errors=True)
             self.run_id = uuid.uuid4().hex[:10]
             self.mailbox = WORK_DIR / self.key / self.run_id / "mailbox"
             self.mailbox.mkdir(parents=True, exist_ok=True)
