@@ -132,6 +132,7 @@ class AppState:
             while pos > 0:
                 yield None, f"Waiting in line: position {pos} of {self.queue.waiting} (one video is generated at a time)."
                 pos = self.queue.wait(ticket, 1.0)
+            self.finals.pop(key, None)      # the previous run's files go with its folder
             mailbox = ctl.start_run()
             label = Path(garment).stem if isinstance(garment, (str, Path)) else "garment"
             ctl.current_garment = label
