@@ -143,7 +143,9 @@ class Trainer:
         gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
         with torch.no_grad():
-            d = self.args.ema if step > self.args.warmup else 0.0
+            # the decay ramps up with the step count: a plain 0.999 would still average in the untrained
+            # weights of a run a few thousand steps long
+            d = min(self.args.ema, (1 + step) / (10 + step))
             for pe, pm in zip(self.ema.parameters(), self.model.parameters()):
                 pe.lerp_(pm, 1 - d)
         return {**logs, "grad_norm": float(gnorm), "lr": self.lr_at(step)}
