@@ -234,3 +234,23 @@ def test_window_policy():
     # noisy block 1 (rows 9..11) sees the prefix, clean block 0, itself; not clean block 1 nor noisy block 0
     row = mask[9]
     assert row[:2].all() and row[2:5].all() and not row[5:8].any() and not row[8:11].any() and row[11:14].all()
+
+
+@torch.no_grad()
+def test_prefill_and_recache_equals_two_passes(model):
+    policy = WindowPolicy(sink=3, window=3)
+    text = text_of(model)
+    prefix, recent = lat(2, 50), lat(3, 51)
+    one = causal.new_cache(model, HW, policy)
+    causal.prefill_and_recache(model, one, prefix, recent, text)
+    two = causal.new_cache(model, HW, policy)
+    causal.prefill(model, two, prefix, text)
+    causal.commit(model, two, recent, text, to_history=True)
+    assert one.frames("history") == two.frames("history") == 3 and one.frames("sink") == 0
+    for seg in ("prefix", "history"):
+        for layer in range(CFG.num_layers):
+            torch.testing.assert_close(one.keys[seg][layer], two.keys[seg][layer], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(one.values[seg][layer], two.values[seg][layer], atol=1e-5, rtol=1e-5)
+    noisy = lat(3, 52)
+    torch.testing.assert_close(causal.denoise(model, one, noisy, torch.tensor([600.0]), text),
+                               causal.denoise(model, two, noisy, torch.tensor([600.0]), text), atol=1e-5, rtol=1e-5)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from .dit import WanDiT
-from .kv_cache import KVCache, LayerCapture, WindowPolicy
+from .kv_cache import KVCache, LayerCapture, WindowPolicy, block_causal_mask
 
 
 class StopRequested(Exception):
@@ -32,6 +32,23 @@ def encode_prefix(model: WanDiT, prefix: torch.Tensor, text) -> LayerCapture:
 
 def prefill(model: WanDiT, cache: KVCache, prefix: torch.Tensor, text) -> None:
     cache.set_prefix(encode_prefix(model, prefix, text))
+
+
+def prefill_and_recache(model: WanDiT, cache: KVCache, prefix: torch.Tensor, recent: torch.Tensor, text) -> None:
+    """One pass instead of two after a switch that emptied the sink and history: the new prefix (which
+    attends only to itself) and the re-cached recent frames (which see the new prefix and themselves),
+    numerically the same as ``prefill`` followed by ``commit(..., to_history=True)``."""
+    if cache.frames("sink") or cache.frames("history"):
+        raise ValueError("prefill_and_recache needs an empty sink and history")
+    p, k = prefix.shape[2], recent.shape[2]
+    mask = torch.zeros(p + k, p + k, dtype=torch.bool)
+    mask[:p, :p] = True
+    mask[p:, :] = block_causal_mask(k, k, WindowPolicy(0, 0), context_frames=p)
+    capture = LayerCapture()
+    t = torch.zeros(prefix.shape[0], p + k, device=prefix.device)
+    model(torch.cat([prefix, recent], 2), t, text, frame_mask=mask, capture=capture, text_is_embedded=True)
+    cache.set_prefix(capture.frames_slice(0, p))
+    cache.commit(capture.frames_slice(p, p + k), to_history=True)
 
 
 def denoise(model: WanDiT, cache: KVCache, noisy: torch.Tensor, timestep: torch.Tensor, text) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """Training-free KV-cache rescheduling: what happens to the cache when the garment changes mid-stream.
 
 Three switchable parts (the paper's garment KV refresh, historical KV withdraw, reference KV disentangle)
-and the named variants compared on SwitchBench. The work is batched: one codec call per new image and two
-model passes (the prefix, then the kept recent frames re-cached under it).
+and the named variants compared on SwitchBench. The work is batched: one codec call per new image and one
+model pass for the new prefix together with the kept recent frames re-cached under it (two passes only
+when the sink is kept, since the re-cached frames must also see it).
 
 Positions: after a withdraw the cache is compacted like any other window (prefix at 0..1, surviving sink
 and history right after it), so the next block sits where a training block would.
@@ -84,16 +85,21 @@ class KVRescheduler:
         if p.restart:
             cache.reset()
             causal.prefill(self.model, cache, torch.cat([reference, garment], 2), text)
-        else:
+        elif not p.withdraw:
             causal.prefill(self.model, cache, torch.cat([reference, garment], 2), text)
-            if p.withdraw:
-                kept = min(p.keep_recent, cache.frames("history") + cache.frames("sink"),
-                           0 if recent_latents is None else recent_latents.shape[2])
-                cache.clear("history")
-                if p.withdraw_sink:
-                    cache.clear("sink")
+        else:
+            kept = min(p.keep_recent, cache.frames("history") + cache.frames("sink"),
+                       0 if recent_latents is None else recent_latents.shape[2])
+            cache.clear("history")
+            if p.withdraw_sink:
+                cache.clear("sink")
+            # the last frames are re-cached at t=0 under the new prefix, as history: they show the old
+            # garment, so they must roll out of the window rather than become a permanent sink
+            prefix = torch.cat([reference, garment], 2)
+            if kept and not cache.frames("sink"):
+                causal.prefill_and_recache(self.model, cache, prefix, recent_latents[:, :, -kept:], text)
+            else:
+                causal.prefill(self.model, cache, prefix, text)
                 if kept:
-                    # re-cache the last frames at t=0 under the new prefix, as history: they show the old
-                    # garment, so they must roll out of the window rather than become a permanent sink
                     causal.commit(self.model, cache, recent_latents[:, :, -kept:], text, to_history=True)
         return SwitchResult(reference, garment, kept, time.perf_counter() - t0)
