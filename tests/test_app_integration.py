@@ -2,6 +2,7 @@
 are fetched and decoded with PyAV."""
 
 import io
+from pathlib import Path
 import threading
 import urllib.request
 
@@ -87,3 +88,15 @@ def test_stop_and_bad_input_over_the_api(server):
     # and the app keeps serving
     assert "Done" in c.predict(handle_file(ex.persons[0]), handle_file(ex.garments[0]), "walk", 0, 2,
                                api_name="/generate")[1]
+
+
+def test_files_outside_the_app_folders_cannot_be_read(server):
+    import urllib.error
+
+    for path in ("/etc/passwd", str(Path(__file__).resolve()), "../../etc/passwd"):
+        try:
+            body = urllib.request.urlopen(f"{server}gradio_api/file={path}", timeout=10).read()
+        except urllib.error.HTTPError as e:
+            assert e.code in (400, 403, 404)
+            continue
+        assert b"root:" not in body and b"import" not in body
