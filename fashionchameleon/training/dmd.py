@@ -56,7 +56,6 @@ class GradientReweightedDMD(torch.nn.Module):
         self.window = preset.train_latent_frames
         self.blocks = rollout_blocks or (-(-self.window // s.block_frames) + 2)
         self.sigmas = student_sigmas(preset)
-        self._samples: tuple[torch.Tensor, Conditions] | None = None
 
     # -- rollout -------------------------------------------------------------------------------------------------
     def rollout(self, cond: Conditions, gen: torch.Generator, exit_step: int | None, batch: dict) -> torch.Tensor:

@@ -68,7 +68,7 @@ def guided_velocity(model: WanDiT, cond: Conditions, video: torch.Tensor, sigma:
     if guidance == 1.0:
         return bidirectional_velocity(model, cond, video, sigma)
     b = video.shape[0]
-    both = Conditions.cat(cond, cond.drop_garment(torch.ones(b, dtype=torch.bool)))
+    both = Conditions.cat(cond, cond.drop_garment(torch.ones(b, dtype=torch.bool, device=video.device)))
     v = bidirectional_velocity(model, both, torch.cat([video, video]), torch.cat([sigma, sigma]))
     v_c, v_u = v[:b], v[b:]
     return v_u + guidance * (v_c - v_u)
@@ -78,8 +78,8 @@ def guided_velocity(model: WanDiT, cond: Conditions, video: torch.Tensor, sigma:
 def sample_teacher(model: WanDiT, cond: Conditions, shape: tuple[int, ...], steps: int = 50, guidance: float = 3.0,
                    shift: float = 3.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """Euler sampling of a whole clip with the bidirectional teacher (the slow reference)."""
-    x = torch.randn(shape, generator=generator).to(cond.reference.device)
-    sigmas = shift_sigma(torch.linspace(1.0, 0.0, steps + 1), shift)
+    x = torch.randn(shape, generator=generator).to(cond.reference.device, cond.reference.dtype)
+    sigmas = shift_sigma(torch.linspace(1.0, 0.0, steps + 1), shift).to(x.device)
     for i in range(steps):
         s = sigmas[i].expand(shape[0]).to(x.device)
         v = guided_velocity(model, cond, x, s, guidance)

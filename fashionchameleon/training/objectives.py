@@ -21,21 +21,22 @@ from ..model.kv_cache import WindowPolicy, block_causal_mask
 from .flow import Conditions, add_noise, bidirectional_velocity, shift_sigma
 
 
+def _rows(full: torch.Tensor, batch: dict) -> torch.Tensor:
+    return full[batch.get("rows", slice(None))].to(batch["video"].device)
+
+
 def randn_rows(gen: torch.Generator, batch: dict, *tail: int) -> torch.Tensor:
-    """Standard normal noise for this rank's rows, drawn for the whole global batch so that a data-parallel
-    run draws exactly the numbers a single process would."""
-    full = torch.randn(batch.get("global_batch", len(batch["prompts"])), *tail, generator=gen)
-    return full[batch.get("rows", slice(None))]
+    """Standard normal noise for this rank's rows, drawn (on the CPU generator) for the whole global batch so
+    that a data-parallel run draws exactly the numbers a single process would; on the batch's device."""
+    return _rows(torch.randn(batch.get("global_batch", len(batch["prompts"])), *tail, generator=gen), batch)
 
 
 def rand_rows(gen: torch.Generator, batch: dict) -> torch.Tensor:
-    full = torch.rand(batch.get("global_batch", len(batch["prompts"])), generator=gen)
-    return full[batch.get("rows", slice(None))]
+    return _rows(torch.rand(batch.get("global_batch", len(batch["prompts"])), generator=gen), batch)
 
 
 def randint_rows(gen: torch.Generator, batch: dict, high: int, *tail: int) -> torch.Tensor:
-    full = torch.randint(high, (batch.get("global_batch", len(batch["prompts"])), *tail), generator=gen)
-    return full[batch.get("rows", slice(None))]
+    return _rows(torch.randint(high, (batch.get("global_batch", len(batch["prompts"])), *tail), generator=gen), batch)
 
 
 def conditions_of(model: WanDiT, batch: dict) -> Conditions:
@@ -86,14 +87,14 @@ class TeacherForcing(torch.nn.Module):
         blocks = -(-f // bf)
         noise = randn_rows(gen, batch, *x0.shape[1:])
         which = randint_rows(gen, batch, len(self.sigmas), blocks)
-        sigma = self.sigmas[which].repeat_interleave(bf, dim=1)[:, :f]           # (b, f)
+        sigma = self.sigmas.to(x0.device)[which].repeat_interleave(bf, dim=1)[:, :f]     # (b, f)
         drop = rand_rows(gen, batch) < self.garment_dropout
         cond = conditions_of(model, batch).drop_garment(drop)
         cache = causal.new_cache(model, x0.shape[-2:], self.policy)
         causal.prefill(model, cache, cond.prefix, cond.text)
         seq = torch.cat([x0, add_noise(x0, noise, sigma)], 2)
-        t = torch.cat([torch.zeros(b, f), sigma * 1000], 1)
-        positions = cache.query_positions(f).repeat(2)
+        t = torch.cat([torch.zeros(b, f, device=x0.device), sigma * 1000], 1)
+        positions = cache.query_positions(f, x0.device).repeat(2)
         mask = block_causal_mask(f, bf, self.policy, context_frames=cache.visible_frames, teacher_forcing=True)
         v = model(seq, t, cond.text, positions=positions, frame_mask=mask, context=cache, text_is_embedded=True)
         loss = F.mse_loss(v[:, :, f:], noise - x0)

@@ -24,7 +24,7 @@ def generate_clip(model, preset, cond, frames: int, stage: str, generator: torch
     causal.prefill(model, cache, cond.prefix, cond.text)
     sigmas, blocks = student_sigmas(preset), []
     for _ in range(-(-frames // s.block_frames)):
-        noise = torch.randn((*shape[:2], s.block_frames, *shape[3:]), generator=generator)
+        noise = torch.randn((*shape[:2], s.block_frames, *shape[3:]), generator=generator).to(cond.reference.device)
         x0 = causal.denoise_block(model, cache, noise, sigmas, cond.text, generator=generator)
         causal.commit(model, cache, x0, cond.text)
         blocks.append(x0)
@@ -37,13 +37,14 @@ def write_sample(trainer, codec, step: int) -> None:
     from .objectives import conditions_of
 
     model = trainer.ema
-    batch = trainer.bank.batch(0, 1, seed=12345)
+    batch = {k: (v.to(trainer.device) if torch.is_tensor(v) else v)
+             for k, v in trainer.bank.batch(0, 1, seed=12345).items()}
     cond = conditions_of(model, batch)
     frames = batch["video"].shape[2]
     gen = torch.Generator().manual_seed(0)
     lat = generate_clip(model, trainer.preset, cond, frames, trainer.args.stage, gen)
-    fake = to_uint8(codec.decode(lat)[0])
-    real = to_uint8(codec.decode(batch["video"])[0])
+    fake = to_uint8(codec.decode(lat.float().cpu())[0])
+    real = to_uint8(codec.decode(batch["video"].float().cpu())[0])
     out = trainer.run_dir / "samples"
     out.mkdir(exist_ok=True)
     write_mp4(np.concatenate([real, fake], 2), out / f"step_{step:06d}.mp4", fps=trainer.preset.fps)

@@ -46,6 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample-every", type=int, default=500, help="write a sample video every N steps (0: never)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--lora", type=int, default=0, help="LoRA rank on attention and FFN projections (0: full fine-tune)")
     p.add_argument("--export-only", action="store_true",
                    help="write the run's current EMA weights to --out (a milestone) and exit, without training")
@@ -67,18 +68,23 @@ class Trainer:
 
         self.args = args
         self.rank, self.world = _dist()
+        self.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device.type == "cuda" and self.world > 1:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(self.device)
         self.preset = args.config if isinstance(args.config, Preset) else get_preset(args.config)
         torch.manual_seed(args.seed)
         self.model = WanDiT(self.preset.model)
         if args.init is not None:
             init, _, _ = load_checkpoint(args.init)
             self.model.load_state_dict(init.state_dict())
+        self.model.to(self.device)
         self.teacher = None
         self.critic = None
         if args.stage == "dmd":
             if args.teacher is None:
                 raise SystemExit("error: --stage dmd needs --teacher (the real score)")
-            self.teacher, _, _ = load_checkpoint(args.teacher)
+            self.teacher, _, _ = load_checkpoint(args.teacher, device=self.device)
             self.teacher.requires_grad_(False)
             self.critic = copy.deepcopy(self.teacher).requires_grad_(True).train()
         if args.lora:
@@ -95,7 +101,9 @@ class Trainer:
         if self.world > 1:
             # find_unused_parameters: with one-token prompts the cross-attention's query/key weights get no
             # gradient (softmax over one key is 1), and DDP must not wait for them.
-            self.net = torch.nn.parallel.DistributedDataParallel(self.objective, find_unused_parameters=True)
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.objective, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)
         self.bank = bank
         self.run_dir = args.run_dir or default_run_dir(f"{args.stage}-{self.preset.name}")
 
@@ -127,7 +135,7 @@ class Trainer:
             raise SystemExit(f"error: --batch {self.args.batch} does not split over {self.world} processes")
         batch = self.bank.batch(step, self.args.batch, self.args.seed)
         rows = slice(self.rank * self.args.batch // self.world, (self.rank + 1) * self.args.batch // self.world)
-        batch = {k: v[rows] for k, v in batch.items()}
+        batch = {k: (v[rows].to(self.device) if torch.is_tensor(v) else v[rows]) for k, v in batch.items()}
         return {**batch, "rows": rows, "global_batch": self.args.batch}
 
     def step(self, step: int) -> dict:
