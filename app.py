@@ -48,7 +48,7 @@ def _generate_on_device(person, garment, label, motion, seed, frames, mailbox, o
     yield from stream_run(GEN, person, garment, label, motion, seed, frames, mailbox, out_dir)
 
 
-def generate(person, garment, motion="walk", seed=0, seconds=6, request: gr.Request = None):  # noqa: B008
+def generate(person, garment, motion="walk", seed=0, seconds=6, request: gr.Request = None):
     """Stream a video of `person` wearing `garment`. Yields (video segment, status)."""
     yield from STATE.generate(request, person, garment, motion, seed, seconds, MAX_SECONDS, _generate_on_device)
 
