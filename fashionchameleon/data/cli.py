@@ -32,6 +32,9 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.seed < 1_000_000:
         print(f"error: seed {args.seed} is outside 0-999,999", file=sys.stderr)
         return 2
+    if args.frames < 2 * args.fps:
+        print(f"error: --frames must cover at least 2 s ({2 * args.fps} frames at {args.fps} fps)", file=sys.stderr)
+        return 2
     if args.size % 2 or args.size < 32:
         print(f"error: --size must be even and >= 32, got {args.size}", file=sys.stderr)
         return 2
