@@ -173,9 +173,6 @@ class AppState:
     def download_for(self, request):
         return self.finals.get(self.key(request))
 
-    def final_files(self, request):
-        return self.download_for(request)
-
     def unload(self, request) -> None:
         key = self.key(request)
         self.controllers.drop(key)

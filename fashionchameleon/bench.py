@@ -269,18 +269,11 @@ def run(args: argparse.Namespace) -> int:
                 result.update(_teacher_speedup(gen.model, gen.preset, args.device))
     _print_table(result)
     if args.json:
-        print(json.dumps(_clean(result)))
+        from .eval.switchbench import nan_to_none
+
+        print(json.dumps(nan_to_none(result)))
     return 0
 
-
-def _clean(obj):
-    import math
-
-    if isinstance(obj, float):
-        return None if math.isnan(obj) or math.isinf(obj) else obj
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    return obj
 
 
 def _print_table(r: dict) -> None:

@@ -194,12 +194,16 @@ def test_prefix_recompute_equals_fresh_prefill(model):
     assert (switched - before).abs().max() > 1e-3
 
 
+def prefilled_cache(model, text, seed):
+    cache = causal.new_cache(model, HW, WindowPolicy(sink=3, window=6))
+    causal.prefill(model, cache, lat(2, seed), text)
+    return cache
+
+
 @torch.no_grad()
 def test_keep_history_keeps_the_last_frames(model):
-    policy = WindowPolicy(sink=3, window=6)
     text = text_of(model)
-    cache = causal.new_cache(model, HW, policy)
-    causal.prefill(model, cache, lat(2, 30), text)
+    cache = prefilled_cache(model, text, 30)
     for j in range(4):
         causal.commit(model, cache, lat(B, 31 + j), text)
     last = cache.keys["history"][1][:, :, -2:].clone()
@@ -210,10 +214,8 @@ def test_keep_history_keeps_the_last_frames(model):
 
 @torch.no_grad()
 def test_memory_is_bounded(model):
-    policy = WindowPolicy(sink=3, window=6)
     text = text_of(model)
-    cache = causal.new_cache(model, HW, policy)
-    causal.prefill(model, cache, lat(2, 40), text)
+    cache = prefilled_cache(model, text, 40)
     block = lat(B, 41)
     sizes = {}
     for j in range(1, 1001):

@@ -27,7 +27,7 @@ from ..model import causal
 from ..model.kv_cache import WindowPolicy
 from .preprocess import fit_garment, fit_person, load_image
 from .rescheduler import KVRescheduler, variant_policy
-from .session import DirChannel, Event, EventLog, LocalChannel
+from .session import Event, EventLog, LocalChannel
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 DEFAULT_CHECKPOINT = ASSETS / "checkpoints" / "tiny"
@@ -309,6 +309,3 @@ class Session:
     def __exit__(self, *exc) -> None:
         self.close()
 
-
-def make_channel(kind: str = "local", path: str | Path | None = None):
-    return DirChannel(path) if kind == "dir" else LocalChannel()

@@ -73,7 +73,8 @@ def pca_groups(bank: Bank, clips: int = 200, per_clip: int = 96) -> torch.Tensor
         video = to_tensor_video(bank.clips[i, :WINDOW])[None]
         still = to_tensor_image(np.stack([bank.garments[i], bank.references[i]]))[:, :, None]
         for x in (video, still):
-            g = TinyCodec.to_groups(x).permute(0, 1, 3, 4, 2).reshape(-1, TinyCodec.to_groups(x).shape[2])
+            groups = TinyCodec.to_groups(x)
+            g = groups.permute(0, 1, 3, 4, 2).reshape(-1, groups.shape[2])
             out.append(g[torch.from_numpy(rng.choice(len(g), size=min(per_clip, len(g)), replace=False))])
     return torch.cat(out)
 
