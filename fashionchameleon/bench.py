@@ -132,7 +132,7 @@ def bench_stream(gen, blocks: int, switch_every: int) -> dict:
         it = iter(session)
         for k in range(blocks):
             t0 = time.perf_counter()
-            if switch_every and k % switch_every == switch_every - 1:
+            if switch_every and k % switch_every == switch_every - 1 and k < blocks - 1:   # a next block applies it
                 # post mid-block from another thread, as a user's click would arrive
                 def post(k=k):
                     posted.append(session.post_switch(garments[(k // switch_every) % 2], f"g{k}"))
@@ -157,7 +157,7 @@ def bench_stream(gen, blocks: int, switch_every: int) -> dict:
         events = {e["id"]: e for e in session.events}
     total = sum(chunk_times)
     switches = [e for e in events.values() if e["kind"] == "switch" and e["status"] == "applied"]
-    latency_blocks = [events[eid]["blocks_waited"] for eid in posted if events[eid]["status"] == "applied"]
+    latency_blocks = [events[eid]["blocks_waited"] for eid in posted if events.get(eid, {}).get("status") == "applied"]
     median_block = statistics.median(chunk_times[1:])
     sw_cost = stages["reschedule"] / max(1, len(switches))
     early = statistics.median(chunk_times[10:30])

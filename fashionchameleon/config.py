@@ -142,7 +142,7 @@ PRESETS: dict[str, Preset] = {
         name="tiny",
         model=ModelConfig(num_attention_heads=4, attention_head_dim=64, in_channels=16, out_channels=16,
                           text_dim=64, freq_dim=256, ffn_dim=1024, num_layers=8, prompt_vocab=TINY_PROMPTS),
-        stream=StreamConfig(block_frames=3, sink_frames=3, window_frames=3, keep_recent=3),
+        stream=StreamConfig(block_frames=3, sink_frames=3, window_frames=3, keep_recent=0),
         train_latent_frames=9,
     ),
     # A few-thousand-parameter stand-in used by the tests (32x32 video, 4x4 latents): not a real model.

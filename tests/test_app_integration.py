@@ -1,5 +1,6 @@
-"""The app served on 127.0.0.1, driven by two gradio_client clients at once; the streamed HLS segments
-are fetched and decoded with PyAV."""
+"""The app served on 127.0.0.1 with the shipped `tiny` checkpoint, driven by two gradio_client clients at
+once; the streamed HLS segments are fetched and decoded with PyAV, and the garment region's colour is read
+with the world's record of the example person."""
 
 import io
 from pathlib import Path
@@ -11,15 +12,33 @@ import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 
-from app_server import running_app
+from app_server import ROOT, running_app
 from fashionchameleon.app_support import examples
+from fashionchameleon.data.world import render_background, scene_colors, spec_for_seed
+from fashionchameleon.eval import metrics as M
+from fashionchameleon.eval.switchbench import garment_region
+
+SHIPPED = ROOT / "assets" / "checkpoints" / "tiny"
 
 
 @pytest.fixture(scope="module")
-def server(micro_assets):
-    model, codec = micro_assets
-    with running_app({"FC_CHECKPOINT": str(model), "FC_CODEC": str(codec), "FC_MAX_ACTIVE": "2"}) as (url, proc):
+def server():
+    assert (SHIPPED / "config.json").exists(), "the shipped checkpoint is missing"
+    with running_app({"FC_MAX_ACTIVE": "2"}) as (url, proc):      # the app's defaults: the shipped model
         yield url
+
+
+def leakage_curve(frames: list[np.ndarray], new: int, old: int) -> np.ndarray:
+    """Per frame: how much the garment region of example person 0 looks like example garment ``old`` rather
+    than ``new`` (0 = fully the new garment, 1 = the old one), read at model resolution."""
+    from PIL import Image
+
+    spec = spec_for_seed(900_000)                    # example person 0 (see app_support.examples)
+    small = np.stack([np.asarray(Image.fromarray(f).resize((128, 128), Image.BILINEAR)) for f in frames])
+    person = M.person_masks(small, render_background(spec, 128))
+    garments = [spec_for_seed(910_000 + k).garments[0] for k in (new, old)]
+    region = garment_region(small, person, garments, scene_colors(spec))
+    return M.leakage_per_frame(small, region, garments[0].palette, garments[1].palette)
 
 
 def fetch_frames(playlist_url: str) -> list[np.ndarray]:
@@ -50,7 +69,7 @@ def client_run(url, ex, switch_to=None, seed=0, seconds=3):
 
 
 def test_two_clients_stream_and_switch_without_cross_talk(server):
-    ex = examples(32)
+    ex = examples(128)
     results = {}
 
     def run(name, switch_to, seed):
@@ -65,6 +84,15 @@ def test_two_clients_stream_and_switch_without_cross_talk(server):
     frames_a, frames_b = fetch_frames(playlist_a), fetch_frames(playlist_b)
     assert len(frames_a) == 48 and len(frames_b) == 48           # 3 s at 16 fps, every segment decodable
     assert frames_a[0].shape == (512, 512, 3)                     # upscaled for display
+    # after the logged switch frame A's garment region moves to garment 1; B keeps wearing garment 0
+    switch = int(status_a[-1].split("took effect at frame ")[1].split()[0])
+    leak_a = leakage_curve(frames_a, new=1, old=0)
+    leak_b = leakage_curve(frames_b, new=1, old=0)
+    before, after = np.nanmean(leak_a[:switch]), np.nanmean(leak_a[switch + 8:])
+    after_b = np.nanmean(leak_b[switch + 8:])
+    print(f"leakage A before {before:.3f} after {after:.3f}; B over the same frames {after_b:.3f}")
+    assert before > 0.5 and after_b > 0.5                         # both start in garment 0; B stays in it
+    assert after < before - 0.05 and after < after_b - 0.05, (before, after, after_b)
     # B's video is B's alone: the same request again (same seed, no switch) gives the same picture
     status_b2, playlist_b2 = client_run(server, ex, None, 5)
     again = fetch_frames(playlist_b2)
@@ -72,16 +100,18 @@ def test_two_clients_stream_and_switch_without_cross_talk(server):
 
 
 def test_stop_and_bad_input_over_the_api(server):
-    ex = examples(32)
+    ex = examples(128)
     c = Client(server, verbose=False, download_files=False)
     assert "Nothing is running" in c.predict(api_name="/stop")
     with pytest.raises(Exception, match="Press Generate first"):
         c.predict(handle_file(ex.garments[1]), api_name="/switch")
     job = c.submit(handle_file(ex.persons[0]), handle_file(ex.garments[0]), "walk", 0, 20, api_name="/generate")
+    stopped = False
     for _, status in job:
-        if "frames: 9 " in status:
+        if "frames: 9 " in status and not stopped:
             assert "Stopping" in c.predict(api_name="/stop")
             c.predict(api_name="/stop")                            # twice is harmless
+            stopped = True
     assert "Run ended: stopped." in job.outputs()[-1][1]
     with pytest.raises(Exception):
         c.predict(None, handle_file(ex.garments[0]), "walk", 0, 3, api_name="/generate")

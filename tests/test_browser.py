@@ -16,13 +16,12 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
 ARTIFACTS = ROOT / "test-artifacts"
 
 
-def test_generate_switch_stop_in_a_real_browser(micro_assets, tmp_path):
+def test_generate_switch_stop_in_a_real_browser(tmp_path):
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).exists(), "Debian's chromium is installed by scripts/setup.sh --dev"
-    model, codec = micro_assets
     ARTIFACTS.mkdir(exist_ok=True)
-    with running_app({"FC_CHECKPOINT": str(model), "FC_CODEC": str(codec)}) as (url, _), sync_playwright() as p:
+    with running_app() as (url, _), sync_playwright() as p:              # the app's defaults: the shipped model
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(url)

@@ -20,8 +20,15 @@ def test_docs_have_runnable_commands():
                                                                "publish-space.md"}
 
 
+@pytest.fixture(scope="module")
+def page_dirs(tmp_path_factory):
+    """One working folder per page: a page's commands run in order and may use each other's output."""
+    return {p: tmp_path_factory.mktemp(p.replace(".", "_")) for p, _ in COMMANDS}
+
+
 @pytest.mark.parametrize("page,command", COMMANDS, ids=[f"{p}:{c[:40]}" for p, c in COMMANDS])
-def test_docs_command_runs(page, command, tmp_path):
+def test_docs_command_runs(page, command, page_dirs):
+    tmp_path = page_dirs[page]
     argv = shlex.split(re.sub(r"^\.venv/bin/python", "python", command))
     assert argv[0] == "python"
     argv[0] = sys.executable

@@ -35,6 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=None, help="default: 4e-4 teacher, 1e-4 forcing, 2e-5 dmd")
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--tau", type=float, default=0.2, help="dmd: gradient-reweighting temperature (inf = plain DMD)")
+    p.add_argument("--critic-lr", type=float, default=4e-5, help="dmd: the critic's (fake score's) learning rate")
     p.add_argument("--init", type=Path, default=None, help="checkpoint folder to start from (forcing/dmd)")
     p.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint (dmd: real score and critic init)")
     p.add_argument("--codec", type=Path, default=Path("assets/checkpoints/codec"))
@@ -116,7 +118,8 @@ class Trainer:
             return TeacherForcing(self.model, self.preset)
         from .dmd import GradientReweightedDMD
 
-        return GradientReweightedDMD(self.model, self.preset, self.teacher, self.critic)
+        return GradientReweightedDMD(self.model, self.preset, self.teacher, self.critic, tau=self.args.tau,
+                                     critic_lr=self.args.critic_lr)
 
     def modules(self) -> dict:
         m = {"model": self.model, "ema": self.ema, "opt": self.opt}
