@@ -154,10 +154,10 @@ def bench_stream(gen, blocks: int, switch_every: int) -> dict:
                 rss[k + 1] = _rss_bytes()
         for t in timers:
             t.join()
-        events = {e["id"]: e for e in session.events}
+    events = {e["id"]: e for e in session.events}      # after close: also the switches that never applied
     total = sum(chunk_times)
     switches = [e for e in events.values() if e["kind"] == "switch" and e["status"] == "applied"]
-    latency_blocks = [events[eid]["blocks_waited"] for eid in posted if events.get(eid, {}).get("status") == "applied"]
+    latency_blocks = [events[eid]["blocks_waited"] for eid in posted if events[eid]["status"] == "applied"]
     median_block = statistics.median(chunk_times[1:])
     sw_cost = stages["reschedule"] / max(1, len(switches))
     early = statistics.median(chunk_times[10:30])
@@ -273,7 +273,6 @@ def run(args: argparse.Namespace) -> int:
 
         print(json.dumps(nan_to_none(result)))
     return 0
-
 
 
 def _print_table(r: dict) -> None:

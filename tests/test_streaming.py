@@ -69,6 +69,15 @@ def test_latest_switch_wins(micro_generator, images):
     assert status == {"B": "skipped", "C": "skipped", "B2": "applied"}
 
 
+def test_events_posted_after_the_last_block_stay_in_the_log_as_pending(micro_generator, images):
+    person, garment, other, _ = images
+    with micro_generator.session(person, garment, seed=0, num_frames=9) as s:
+        list(s)
+        late = s.post_switch(other, "late")
+    (rec,) = [e for e in s.events if e["id"] == late]
+    assert rec["status"] == "pending" and rec["frame"] is None
+
+
 def test_stop_mid_block_lands_within_one_denoising_step(micro_generator, images):
     person, garment, _, _ = images
     s = micro_generator.session(person, garment, seed=0)

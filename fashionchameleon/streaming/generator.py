@@ -298,9 +298,12 @@ class Session:
             yield chunk
 
     def close(self) -> None:
-        """Free the cache and the channel; an iterator still running ends at its next block."""
+        """Free the cache and the channel; an iterator still running ends at its next block. Events posted
+        too late to take effect stay in the log as ``pending``."""
         self.closed = True
         self.cache.reset()
+        for e in self.channel.drain():
+            self.log.add(e)
         self.channel.close()
 
     def __enter__(self) -> "Session":
