@@ -14,9 +14,8 @@ from gradio_client import Client, handle_file
 
 from app_server import ROOT, running_app
 from fashionchameleon.app_support import examples
-from fashionchameleon.data.world import render_background, scene_colors, spec_for_seed
-from fashionchameleon.eval import metrics as M
-from fashionchameleon.eval.switchbench import garment_region
+from fashionchameleon.data.world import spec_for_seed
+from fashionchameleon.eval.switchbench import free_running_leakage
 
 SHIPPED = ROOT / "assets" / "checkpoints" / "tiny"
 
@@ -33,12 +32,10 @@ def leakage_curve(frames: list[np.ndarray], new: int, old: int) -> np.ndarray:
     than ``new`` (0 = fully the new garment, 1 = the old one), read at model resolution."""
     from PIL import Image
 
-    spec = spec_for_seed(900_000)                    # example person 0 (see app_support.examples)
     small = np.stack([np.asarray(Image.fromarray(f).resize((128, 128), Image.BILINEAR)) for f in frames])
-    person = M.person_masks(small, render_background(spec, 128))
-    garments = [spec_for_seed(910_000 + k).garments[0] for k in (new, old)]
-    region = garment_region(small, person, garments, scene_colors(spec))
-    return M.leakage_per_frame(small, region, garments[0].palette, garments[1].palette)
+    # example person 0 and example garments k (see app_support.examples)
+    new_g, old_g = (spec_for_seed(910_000 + k).garments[0] for k in (new, old))
+    return free_running_leakage(small, spec_for_seed(900_000), new_g, old_g)
 
 
 def fetch_frames(playlist_url: str) -> list[np.ndarray]:

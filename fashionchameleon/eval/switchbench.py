@@ -116,6 +116,14 @@ def garment_region(frames: np.ndarray, person: np.ndarray, garments: list[Garmen
     return M.erode(region, 1)
 
 
+def free_running_leakage(frames: np.ndarray, spec, new: Garment, old: Garment) -> np.ndarray:
+    """Protocol (b) leakage per frame of a generated clip of ``spec``'s person and scene: the garment region
+    found from the renderer's record, 0 = it shows ``new``, 1 = it still shows ``old``."""
+    person = M.person_masks(frames, render_background(spec, frames.shape[1]))
+    region = garment_region(frames, person, [new, old], scene_colors(spec))
+    return M.leakage_per_frame(frames, region, new.palette, old.palette)
+
+
 def case_metrics(frames: np.ndarray, gt, primed: bool) -> dict[str, float]:
     """Mean over the case's switches of every metric (NaN where a protocol does not define it). ``gt`` is the
     ground truth with its switches where the stream's took effect."""
