@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module providing add_arguments/run, one-line help)
     "world": ("data.cli", "render a sample and a switch sample of the synthetic world (mp4 + contact sheets)"),
     "eval": ("eval.cli", "SwitchBench: garment switch quality against the synthetic world's ground truth"),
+    "compare": ("eval.compare", "paired comparison of two checkpoints' SwitchBench results (eval --json files)"),
     "bench": ("bench", "speed and memory benchmark (streaming, switches, teacher vs student, codec)"),
     "render": ("streaming.cli", "render a video offline from a person and garment images, with garment switches"),
     "train": ("training.trainer", "train a stage (teacher | forcing | dmd) of the video model"),

@@ -185,12 +185,15 @@ class AppState:
                  f"generation {upd.fps:.1f} frames/s - playback {upd.play_fps:.0f} frames/s"]
         if upd.message:
             lines.append(f"Run ended: {upd.message}.")
+        late = "came after the last block (the run had ended)"
         for e in upd.events:
             if e["kind"] == "switch":
-                where = (f"took effect at frame {e['frame']} ({e['latency_s']:.2f} s after the click)"
-                         if e["status"] == "applied" else "skipped (a later click won)")
+                if e["status"] == "applied":
+                    where = f"took effect at frame {e['frame']} ({e['latency_s']:.2f} s after the click)"
+                else:
+                    where = "skipped (a later click won)" if e["status"] == "skipped" else late
                 lines.append(f"- switch to {e['label']}: {where}")
             elif e["kind"] == "stop":
-                lines.append(f"- stop at frame {e['frame']}")
+                lines.append(f"- stop at frame {e['frame']}" if e["status"] == "applied" else f"- stop: {late}")
         lines += notes
         return "\n".join(lines)

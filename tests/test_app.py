@@ -60,6 +60,18 @@ def test_switch_applies_at_the_next_block_and_latest_wins(app, ex):
     assert app.download_for(req).endswith(".mp4")
 
 
+def test_a_click_after_the_last_block_is_reported_not_lost(app, ex):
+    req = Req(session_hash="late")
+
+    def late_click(k, seg, status):
+        if "Streaming** - frames: 48" in status:   # the last block is out; the run is about to end
+            app.switch(req, ex.garments[1])
+
+    final = run_all(app, req, ex, on_chunk=late_click)[-1][1]
+    assert "switch to garment_1: came after the last block (the run had ended)" in final
+    assert "skipped" not in final and "garment: garment_0" in final
+
+
 def test_stop_and_stop_twice(app, ex):
     req = Req(session_hash="b")
     assert app.stop(req) == "Nothing is running."

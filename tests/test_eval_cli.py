@@ -33,7 +33,32 @@ def test_eval_json_contract(micro_assets, tmp_path):
     lo, hi = out["paired"]["naive"]["garment_color_error"]
     assert lo <= hi
     assert (tmp_path / "rep" / "report.md").exists() and (tmp_path / "rep" / "leakage_curves.png").exists()
+    assert (tmp_path / "rep" / "long_runs.png").exists()
     assert "protocol (a)" in err
+    # per-case results, paired by seed in `compare`
+    assert [r["seed"] for r in out["per_case"]["a"]["full"]] == [500000, 500001, 500002]
+    long = out["per_case"]["long"]
+    assert len(long) == 3 and len(long[0]["motion_curve"]) == 2           # 120 frames = two 50-frame windows
+    assert out["motion_min"] == min(min(r["motion_curve"]) for r in long)
+    (tmp_path / "a.json").write_text(json.dumps(out))
+    cmp, err = run_cli("compare", str(tmp_path / "a.json"), str(tmp_path / "a.json"), "--json")
+    assert cmp["cases_a"] == cmp["cases_b"] == cmp["cases_long"] == 3 and "95% interval" in err
+    r = cmp["protocol_a"]["garment_color_error"]
+    assert r["a"] == r["b"] == out["rows"]["full"]["garment_color_error"] and r["diff_ci"] == [0.0, 0.0]
+
+
+def test_compare_pairs_cases_by_seed():
+    from fashionchameleon.eval.compare import compare
+
+    rows = lambda vals: [{"seed": s, "drift_ratio": v, "motion_min": 1.0, "identity_drift": None}  # noqa: E731
+                         for s, v in vals]
+    a = {"per_case": {"long": rows([(1, 1.0), (2, 2.0), (3, 3.0)])}}
+    b = {"per_case": {"long": rows([(3, 4.0), (1, 2.0), (9, 100.0)])}}     # seed 9 has no partner; order differs
+    out = compare(a, b)
+    assert out["cases_long"] == 2
+    assert out["long"]["drift_ratio"]["diff_ci"] == [1.0, 1.0]            # B - A is +1 on both paired seeds
+    assert out["long"]["drift_ratio"]["a"] == 2.0 and out["long"]["drift_ratio"]["b"] == 3.0
+    assert all(x != x for x in out["long"]["identity_drift"]["diff_ci"])    # all missing: NaN, not 0
 
 
 def test_bench_json_contract(micro_assets):

@@ -74,6 +74,16 @@ def test_frame_weights():
     assert torch.equal(frame_weights(r, float("inf")), torch.ones_like(r))
 
 
+def test_reference_same_uses_the_clips_own_first_latent(tmp_path):
+    # the no-mismatch ablation: the reference is the target clip's first frame, not another garment's render
+    for mode, same in (("other", False), ("same", True)):
+        tr = trainer_mod.Trainer(parse(cli_args(tmp_path, "forcing", "--reference", mode)),
+                                 LatentBank.load(tmp_path / "bank.safetensors"))
+        b = tr.local_batch(3)
+        assert torch.equal(b["reference"], b["video"][:, :, :1]) is same
+        assert torch.equal(b["video"], tr.bank.batch(3, 4)["video"])
+
+
 def teacher_checkpoint(tmp_path: Path) -> Path:
     from fashionchameleon.model.dit import WanDiT
     from fashionchameleon.model.loading import save_checkpoint

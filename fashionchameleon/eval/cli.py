@@ -4,7 +4,9 @@
 
 Prints a table on stderr, writes a Markdown report with plots to ``--out``, and with ``--json`` one line of
 JSON on stdout: rows (protocol a), rows_free (protocol b), paired intervals of row - full, cases, seeds,
-checkpoint_sha, and with ``--long`` drift_ratio and identity_drift. NaN is written as null.
+checkpoint_sha, per_case (every case's metrics by protocol, for ``compare``), and with ``--long``
+drift_ratio, motion_min (the smallest windowed motion amplitude ratio of any long run) and identity_drift.
+NaN is written as null.
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from ..streaming.rescheduler import VARIANTS
     from . import metrics as M
     from .codec_report import parse_seeds
-    from .switchbench import (METRICS, case_metrics, drift_ratio, ground_truth, identity_drift, make_case,
-                              nan_to_none, stream_case)
+    from .switchbench import (METRICS, case_metrics, ground_truth, identity_drift, long_run, make_case, nan_to_none,
+                              stream_case)
 
     torch.set_num_threads(args.threads)
     seeds = parse_seeds(args.seeds)
@@ -59,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
         print(f"error: unknown variant {bad[0]!r}", file=sys.stderr)
+        return 2
+    if args.long and args.long_frames < 100:
+        print(f"error: --long-frames must be at least 100 (the drift baseline is frames 50-100), got {args.long_frames}",
+              file=sys.stderr)
         return 2
     train_seeds = [s for s in seeds if s < 500_000]
     if train_seeds:
@@ -95,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
                     curves[v].append(m.pop("_leakage_curve"))
                     examples.setdefault(v, []).append((m["garment_color_error"], seed, frames, applied))
                 m.pop("_leakage_curve", None)
-                results[p][v].append(m)
+                results[p][v].append({"seed": seed, **m})
                 bar.update(1)
             if teacher is not None and p == "a":
                 from .teacher_row import teacher_frames
@@ -103,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
                 frames = teacher_frames(teacher, gen, gt, case)
                 m = case_metrics(frames, gt, primed=True)
                 m.pop("_leakage_curve", None)
-                results[p]["teacher"].append(m)
+                results[p]["teacher"].append({"seed": seed, **m})
     bar.close()
 
     def means(rows):
@@ -114,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
            "rows_free": {v: means(r) for v, r in results.get("b", {}).items()},
            "paired": {}, "cases": len(seeds), "seeds": f"{seeds[0]}-{seeds[-1]}",
            "checkpoint_sha": gen.checkpoint_sha, "keep_recent": stream.keep_recent,
-           "withdraw_sink": stream.withdraw_sink, "seconds": round(time.time() - t0, 1)}
+           "withdraw_sink": stream.withdraw_sink, "seconds": round(time.time() - t0, 1),
+           "per_case": {p: rows for p, rows in results.items()}}
     if "a" in results and "full" in results["a"]:
         full = results["a"]["full"]
         for v, rows in results["a"].items():
@@ -123,10 +130,14 @@ def run(args: argparse.Namespace) -> int:
             out["paired"][v] = {m: list(M.paired_bootstrap(np.array([r[m] - f[m] for r, f in zip(rows, full)])))
                                 for m in METRICS}
     if args.long:
-        out["drift_ratio"] = float(np.nanmean([drift_ratio(gen, s, args.long_frames) for s in
-                                               tqdm(seeds, desc="drift", file=sys.stderr)]))
-        out["identity_drift"] = float(np.nanmean([identity_drift(gen, s) for s in
-                                                  tqdm(seeds, desc="ten switches", file=sys.stderr)]))
+        runs = [{"seed": s, **long_run(gen, s, args.long_frames)} for s in tqdm(seeds, desc="long runs", file=sys.stderr)]
+        ident = [identity_drift(gen, s) for s in tqdm(seeds, desc="ten switches", file=sys.stderr)]
+        for r, d in zip(runs, ident):
+            r["identity_drift"] = d
+        out["drift_ratio"] = float(np.nanmean([r["drift_ratio"] for r in runs]))
+        out["motion_min"] = float(np.nanmin([r["motion_min"] for r in runs]))
+        out["identity_drift"] = float(np.nanmean(ident))
+        out["per_case"]["long"] = runs
     print_table(out, file=sys.stderr)
     if args.out is not None:
         from .report import write_report
@@ -157,6 +168,6 @@ def print_table(out: dict, file=sys.stderr) -> None:
         print("\npaired 95% intervals of (row - full), protocol (a):", file=file)
         for v, r in out["paired"].items():
             print(f"{v:16s}" + "".join(f"{'[%.2f,%.2f]' % tuple(r[m]):>16s}" for m in METRICS[:4]), file=file)
-    for k in ("drift_ratio", "identity_drift"):
+    for k in ("drift_ratio", "motion_min", "identity_drift"):
         if k in out:
             print(f"{k}: {out[k]:.3f}", file=file)

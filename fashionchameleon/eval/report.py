@@ -17,6 +17,28 @@ def _table(rows: dict, metrics) -> list[str]:
     return lines
 
 
+def plot_long_runs(runs: list[dict], path: Path, window: int = 50) -> None:
+    """Per-window garment colour error and motion amplitude ratio of each long free run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for r in runs:
+        x = np.arange(len(r["color_curve"])) * window + window / 2
+        a.plot(x, r["color_curve"], lw=1, alpha=0.7)
+        b.plot(x, r["motion_curve"], lw=1, alpha=0.7)
+    a.set(xlabel="frame", ylabel="palette colour error (CIEDE2000)", title="colour over a long free run")
+    b.axhline(0.5, color="gray", ls=":", lw=1)
+    b.set(xlabel="frame", ylabel="motion amplitude / ground truth", title="motion (below 0.5: frozen)")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_report(out: Path, result: dict, curves: dict, examples: dict, gen, command: str) -> None:
     import matplotlib
 
@@ -63,9 +85,12 @@ def write_report(out: Path, result: dict, curves: dict, examples: dict, gen, com
                   "| row | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
         for v, r in result["paired"].items():
             lines.append(f"| {v} | " + " | ".join(f"[{a:.2f}, {b:.2f}]" for a, b in (r[m] for m in METRICS)) + " |")
-    for k in ("drift_ratio", "identity_drift"):
+    for k in ("drift_ratio", "motion_min", "identity_drift"):
         if k in result:
             lines.append(f"\n{k}: {result[k]:.3f}")
+    if result.get("per_case", {}).get("long"):
+        plot_long_runs(result["per_case"]["long"], out / "long_runs.png")
+        lines += ["", "![long runs](long_runs.png)"]
     lines += ["", "![leakage](leakage_curves.png)", "",
               "Worst cases (highest colour error) for full / naive / restart: frames F-2, F-1, F, F+1, F+4, F+8, F+15 "
               "around the switch at F, in `worst/`."]

@@ -55,8 +55,8 @@ def stream_run(gen, person: np.ndarray, garment: np.ndarray, garment_label: str,
             seg = out_dir / f"segment_{chunk.index:05d}.ts"
             encode_segment(display_frames(chunk.frames, display_size), play_fps, seg)
             yield RunUpdate(str(seg), n, chunk.garment, gen_fps, play_fps, session.events)
-        events = session.events
         stopped = session.stopped
+    events = session.events    # read after close, which logs the clicks that came too late as pending
     video = np.concatenate(frames_all) if frames_all else None
     final = None
     if video is not None:

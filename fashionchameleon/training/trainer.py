@@ -36,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--tau", type=float, default=0.2, help="dmd: gradient-reweighting temperature (inf = plain DMD)")
+    p.add_argument("--reference", choices=["other", "same"], default="other",
+                   help="other: the reference wears another garment (the paper's mismatch); same: the clip's own "
+                        "first frame (the no-mismatch ablation)")
     p.add_argument("--critic-lr", type=float, default=4e-5, help="dmd: the critic's (fake score's) learning rate")
     p.add_argument("--init", type=Path, default=None, help="checkpoint folder to start from (forcing/dmd)")
     p.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint (dmd: real score and critic init)")
@@ -139,6 +142,9 @@ class Trainer:
         batch = self.bank.batch(step, self.args.batch, self.args.seed)
         rows = slice(self.rank * self.args.batch // self.world, (self.rank + 1) * self.args.batch // self.world)
         batch = {k: (v[rows].to(self.device) if torch.is_tensor(v) else v[rows]) for k, v in batch.items()}
+        if self.args.reference == "same":
+            # the codec encodes frame 0 on its own, so the first video latent IS the encoded first frame
+            batch["reference"] = batch["video"][:, :, :1].clone()
         return {**batch, "rows": rows, "global_batch": self.args.batch}
 
     def step(self, step: int) -> dict:

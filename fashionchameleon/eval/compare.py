@@ -1,0 +1,93 @@
+"""``python -m fashionchameleon compare A.json B.json``: two checkpoints on the same SwitchBench cases.
+
+Both files are ``eval --json`` outputs. Cases are paired by seed; for every metric of one variant (default
+``full``) under each protocol both ran, and for the long-run metrics, it reports both means and the paired
+95% bootstrap interval of the mean of (B - A). This is how the training ablations are read.
+
+    python -m fashionchameleon compare reports/ablations/dmd-tau0.2.json reports/ablations/dmd-tauinf.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import metrics as M
+
+LONG_METRICS = ("drift_ratio", "motion_min", "identity_drift")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("a", type=Path, help="eval --json output of the baseline")
+    p.add_argument("b", type=Path, help="eval --json output compared with it (intervals are of B - A)")
+    p.add_argument("--variant", default="full", help="the rescheduling variant to compare")
+    p.add_argument("--json", action="store_true", help="one line of JSON on stdout")
+
+
+def _num(x) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def paired(rows_a: list[dict], rows_b: list[dict], metrics) -> tuple[dict, int]:
+    """Per metric: mean of A, mean of B, 95% interval of mean(B - A) over the seeds both have."""
+    by_seed = {r["seed"]: r for r in rows_a}
+    pairs = [(by_seed[r["seed"]], r) for r in rows_b if r["seed"] in by_seed]
+    out = {}
+    for m in metrics:
+        a = np.array([_num(x[m]) for x, _ in pairs])
+        b = np.array([_num(y[m]) for _, y in pairs])
+        out[m] = {"a": float(np.nanmean(a)) if np.isfinite(a).any() else float("nan"),
+                  "b": float(np.nanmean(b)) if np.isfinite(b).any() else float("nan"),
+                  "diff_ci": list(M.paired_bootstrap(b - a))}
+    return out, len(pairs)
+
+
+def compare(a: dict, b: dict, variant: str = "full") -> dict:
+    from .switchbench import METRICS
+
+    ca, cb = a.get("per_case"), b.get("per_case")
+    if ca is None or cb is None:
+        raise ValueError("both files need per-case results: re-run `eval --json` with this version")
+    out = {"variant": variant, "checkpoint_a": a.get("checkpoint_sha"), "checkpoint_b": b.get("checkpoint_sha")}
+    for key in ("a", "b"):
+        if ca.get(key, {}).get(variant) and cb.get(key, {}).get(variant):
+            out[f"protocol_{key}"], out[f"cases_{key}"] = paired(ca[key][variant], cb[key][variant], METRICS)
+    if ca.get("long") and cb.get("long"):
+        out["long"], out["cases_long"] = paired(ca["long"], cb["long"], LONG_METRICS)
+    if len(out) == 3:
+        raise ValueError(f"the two files share no results for variant {variant!r}")
+    return out
+
+
+def print_table(out: dict, names: tuple[str, str], file=sys.stderr) -> None:
+    print(f"A = {names[0]}\nB = {names[1]}", file=file)
+    for key, title in (("protocol_a", "protocol (a)"), ("protocol_b", "protocol (b)"), ("long", "long runs")):
+        if key not in out:
+            continue
+        n = out["cases_" + key.split("_")[-1]] if key != "long" else out["cases_long"]
+        print(f"\n{title}, {n} paired cases{'' if key == 'long' else ', variant ' + out['variant']}", file=file)
+        print(f"{'metric':24s}{'A':>10s}{'B':>10s}   95% interval of B - A", file=file)
+        for m, r in out[key].items():
+            lo, hi = r["diff_ci"]
+            flag = "" if not (lo > 0 or hi < 0) else "  *"
+            print(f"{m:24s}{r['a']:10.3f}{r['b']:10.3f}   [{lo:.3f}, {hi:.3f}]{flag}", file=file)
+    print("\n* the interval excludes 0", file=file)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .switchbench import nan_to_none
+
+    try:
+        a, b = (json.loads(Path(p).read_text()) for p in (args.a, args.b))
+        out = compare(a, b, args.variant)
+    except (OSError, json.JSONDecodeError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print_table(out, (str(args.a), str(args.b)))
+    if args.json:
+        print(json.dumps(nan_to_none(out)))
+    return 0
