@@ -69,9 +69,10 @@ def bench_codec(codec, resolution: tuple[int, int], device: str, frames: int = 4
     return {"codec_encode_fps": enc, "codec_decode_fps": decode}
 
 
-def _teacher_speedup(model, preset, device: str) -> dict:
+def _teacher_speedup(model, preset, device: str, repeats: int = 3) -> dict:
     """Teacher: 50 Euler steps with CFG over a whole training-length clip; student: the same length streamed
-    block by block (4 steps + commit). Latent generation only, same machine, same weights."""
+    block by block (4 steps + commit). Latent generation only, same machine, same weights; medians of
+    ``repeats`` interleaved runs."""
     import torch
 
     from .model import causal
@@ -90,24 +91,33 @@ def _teacher_speedup(model, preset, device: str) -> dict:
     cond = Conditions(torch.randn(1, c, 1, *hw, device=device, dtype=dtype),
                       torch.randn(1, c, 1, *hw, device=device, dtype=dtype), text)
     sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
-    with torch.no_grad():
-        sync()
-        t0 = time.perf_counter()
+    s = preset.stream
+    sig = shift_sigma(torch.tensor(s.denoise_timesteps, dtype=torch.float32) / 1000.0, s.timestep_shift)
+
+    def teacher_run() -> None:
         sample_teacher(model, cond, (1, c, frames, *hw), steps=50, guidance=3.0)
-        sync()
-        teacher = time.perf_counter() - t0
-        s = preset.stream
-        sig = shift_sigma(torch.tensor(s.denoise_timesteps, dtype=torch.float32) / 1000.0, s.timestep_shift)
-        sync()
-        t0 = time.perf_counter()
+
+    def student_run() -> None:
         cache = causal.new_cache(model, hw, WindowPolicy(s.sink_frames, s.window_frames))
         causal.prefill(model, cache, cond.prefix, text)
         for _ in range(-(-frames // s.block_frames)):
             noise = torch.randn(1, c, s.block_frames, *hw, device=device, dtype=dtype)
             x0 = causal.denoise_block(model, cache, noise, sig, text)
             causal.commit(model, cache, x0, text)
+
+    def timed(fn) -> float:
         sync()
-        student = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        return time.perf_counter() - t0
+
+    with torch.no_grad():
+        student_run()                       # warm-up (allocator, kernels) so neither side pays it
+        # interleaved repeats, medians: one timing of a sub-second student run swings with the machine's load
+        runs = [(timed(teacher_run), timed(student_run)) for _ in range(repeats)]
+    teacher = statistics.median(t for t, _ in runs)
+    student = statistics.median(st for _, st in runs)
     return {"teacher_s": teacher, "student_s": student, "teacher_speedup": teacher / student}
 
 

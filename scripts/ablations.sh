@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-CKPT=${CKPT:-/work/ckpt}
+CKPT=${CKPT:-$HOME/.cache/fashionchameleon/ablation-checkpoints}
 RUNS=${RUNS:-$HOME/.cache/fashionchameleon/runs}
 SEEDS=${SEEDS:-500000-500031}
 what=${1:-all}
@@ -32,17 +32,24 @@ if [ "$what" = train ] || [ "$what" = all ]; then
   done
 fi
 
+evaluate() {  # name, extra eval args...: reports/ablations/<name>.json, written only when the run succeeds
+  local name=$1; shift
+  [ -f "$out/$name.json" ] && return
+  $PY -m fashionchameleon eval --checkpoint "$CKPT/abl-$name" --seeds "$SEEDS" --variants full --threads 1 --json \
+    "$@" > "$out/$name.json.tmp" && mv "$out/$name.json.tmp" "$out/$name.json"
+}
+
 if [ "$what" = eval ] || [ "$what" = all ]; then
   out=reports/ablations
   mkdir -p $out
   for ref in other same; do
-    [ -f $out/forcing-$ref.json ] || $PY -m fashionchameleon eval --checkpoint "$CKPT/abl-forcing-$ref" \
-      --seeds $SEEDS --variants full --protocols a,b --json > $out/forcing-$ref.json
+    evaluate forcing-$ref --protocols a,b
   done
-  for tau in 0.2 inf; do
-    [ -f $out/dmd-tau$tau.json ] || $PY -m fashionchameleon eval --checkpoint "$CKPT/abl-dmd-tau$tau" \
-      --seeds $SEEDS --variants full --protocols a --long --json > $out/dmd-tau$tau.json
-  done
-  $PY -m fashionchameleon compare $out/forcing-other.json $out/forcing-same.json --json > $out/mismatch.json
-  $PY -m fashionchameleon compare $out/dmd-tau0.2.json $out/dmd-tauinf.json --json > $out/gr_dmd.json
+  # the long runs dominate: both arms at once, one thread each (2 cores)
+  evaluate dmd-tau0.2 --protocols a --long --out $out/dmd-tau0.2 & a=$!
+  evaluate dmd-tauinf --protocols a --long --out $out/dmd-tauinf & b=$!
+  wait $a && wait $b
+  $PY -m fashionchameleon compare $out/forcing-other.json $out/forcing-same.json --json > $out/mismatch.json \
+    2> $out/mismatch.txt
+  $PY -m fashionchameleon compare $out/dmd-tau0.2.json $out/dmd-tauinf.json --json > $out/gr_dmd.json 2> $out/gr_dmd.txt
 fi
