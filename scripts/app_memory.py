@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from app_server import running_app  # noqa: E402
+from app_server import client_run, running_app  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:
@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--seconds", type=int, default=2)
     args = ap.parse_args()
-    from gradio_client import Client, handle_file
+    from gradio_client import Client
 
     from fashionchameleon.app_support import examples
 
@@ -38,13 +38,8 @@ def main() -> None:
         client = Client(url, verbose=False, download_files=False)
         rss = []
         for k in range(args.runs):
-            job = client.submit(handle_file(ex.persons[k % len(ex.persons)]), handle_file(ex.garments[0]), "walk",
-                                k, args.seconds, api_name="/generate")
-            switched = False
-            for _, status in job:
-                if not switched and "frames: 9 " in status:
-                    client.predict(handle_file(ex.garments[1 + k % 3]), api_name="/switch")
-                    switched = True
+            client_run(url, ex, switch_to=1 + k % 3, seed=k, seconds=args.seconds, person=k % len(ex.persons),
+                       client=client)
             rss.append(rss_mib(proc.pid))
             print(f"run {k + 1}: server RSS {rss[-1]:.0f} MiB", file=sys.stderr)
     print(json.dumps({"runs": args.runs, "rss_after_1_mib": round(rss[0], 1), f"rss_after_{args.runs}_mib":

@@ -46,3 +46,24 @@ def running_app(env: dict | None = None, timeout: float = 300):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def client_run(url: str, ex, switch_to: int | None = None, seed: int = 0, seconds: int = 3, person: int = 0,
+               client=None) -> tuple[list[str], str | None]:
+    """One generation of example ``person`` in example garment 0 over the API, switching to example garment
+    ``switch_to`` once the first block is out; returns the status texts and the HLS playlist URL."""
+    from gradio_client import Client, handle_file
+
+    c = client or Client(url, verbose=False, download_files=False)
+    job = c.submit(handle_file(ex.persons[person]), handle_file(ex.garments[0]), "walk", seed, seconds,
+                   api_name="/generate")
+    statuses, playlist, switched = [], None, False
+    for video, status in job:
+        statuses.append(status)
+        if video:
+            playlist = video["url"]
+        if switch_to is not None and not switched and "frames: 9 " in status:
+            ack = c.predict(handle_file(ex.garments[switch_to]), api_name="/switch")
+            assert "queued" in ack, ack
+            switched = True
+    return statuses, playlist

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 
-from app_server import ROOT, running_app
+from app_server import ROOT, client_run, running_app
 from fashionchameleon.app_support import examples
 from fashionchameleon.data.world import spec_for_seed
 from fashionchameleon.eval.switchbench import free_running_leakage
@@ -48,21 +48,6 @@ def fetch_frames(playlist_url: str) -> list[np.ndarray]:
             with av.open(io.BytesIO(data)) as c:
                 frames += [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     return frames
-
-
-def client_run(url, ex, switch_to=None, seed=0, seconds=3):
-    c = Client(url, verbose=False, download_files=False)
-    job = c.submit(handle_file(ex.persons[0]), handle_file(ex.garments[0]), "walk", seed, seconds, api_name="/generate")
-    statuses, playlist, switched = [], None, False
-    for video, status in job:
-        statuses.append(status)
-        if video:
-            playlist = video["url"]
-        if switch_to is not None and not switched and "frames: 9 " in status:
-            ack = c.predict(handle_file(ex.garments[switch_to]), api_name="/switch")
-            assert "queued" in ack
-            switched = True
-    return statuses, playlist
 
 
 def test_two_clients_stream_and_switch_without_cross_talk(server):

@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..streaming.generator import DEFAULT_CHECKPOINT, StreamingGenerator
     from ..streaming.rescheduler import VARIANTS
-    from . import metrics as M
     from .codec_report import parse_seeds
+    from .compare import paired
     from .switchbench import (METRICS, case_metrics, ground_truth, identity_drift, long_run, make_case, nan_to_none,
                               stream_case)
 
@@ -123,20 +123,15 @@ def run(args: argparse.Namespace) -> int:
            "withdraw_sink": stream.withdraw_sink, "seconds": round(time.time() - t0, 1),
            "per_case": {p: rows for p, rows in results.items()}}
     if "a" in results and "full" in results["a"]:
-        full = results["a"]["full"]
         for v, rows in results["a"].items():
-            if v == "full":
-                continue
-            out["paired"][v] = {m: list(M.paired_bootstrap(np.array([r[m] - f[m] for r, f in zip(rows, full)])))
-                                for m in METRICS}
+            if v != "full":
+                out["paired"][v] = {m: r["diff_ci"] for m, r in paired(results["a"]["full"], rows, METRICS)[0].items()}
     if args.long:
-        runs = [{"seed": s, **long_run(gen, s, args.long_frames)} for s in tqdm(seeds, desc="long runs", file=sys.stderr)]
-        ident = [identity_drift(gen, s) for s in tqdm(seeds, desc="ten switches", file=sys.stderr)]
-        for r, d in zip(runs, ident):
-            r["identity_drift"] = d
+        runs = [{"seed": s, **long_run(gen, s, args.long_frames), "identity_drift": identity_drift(gen, s)}
+                for s in tqdm(seeds, desc="long runs and ten switches", file=sys.stderr)]
         out["drift_ratio"] = float(np.nanmean([r["drift_ratio"] for r in runs]))
         out["motion_min"] = float(np.nanmin([r["motion_min"] for r in runs]))
-        out["identity_drift"] = float(np.nanmean(ident))
+        out["identity_drift"] = float(np.nanmean([r["identity_drift"] for r in runs]))
         out["per_case"]["long"] = runs
     print_table(out, file=sys.stderr)
     if args.out is not None:

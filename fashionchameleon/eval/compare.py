@@ -68,7 +68,7 @@ def print_table(out: dict, names: tuple[str, str], file=sys.stderr) -> None:
     for key, title in (("protocol_a", "protocol (a)"), ("protocol_b", "protocol (b)"), ("long", "long runs")):
         if key not in out:
             continue
-        n = out["cases_" + key.split("_")[-1]] if key != "long" else out["cases_long"]
+        n = out["cases_" + key.split("_")[-1]]
         print(f"\n{title}, {n} paired cases{'' if key == 'long' else ', variant ' + out['variant']}", file=file)
         print(f"{'metric':24s}{'A':>10s}{'B':>10s}   95% interval of B - A", file=file)
         for m, r in out[key].items():
