@@ -41,6 +41,26 @@ def test_chunks_and_determinism(micro_generator, images):
     assert not np.array_equal(np.concatenate([c2.frames for c2 in chunks]), frames_of(c))
 
 
+@torch.no_grad()
+def test_a_block_is_committed_when_the_next_one_is_asked_for(micro_generator, images):
+    """The session commits lazily; its latents equal an eager loop (denoise, commit, denoise, ...) and the last
+    block is never committed."""
+    gen = micro_generator
+    person, garment, _, _ = images
+    s = gen.session(person, garment, "wave", seed=5, num_frames=40, keep_latents=True)
+    streamed = [c.latents for c in s]
+    assert s.cache.committed_frames == 3 * (len(streamed) - 1)       # all but the last block
+
+    rng = torch.Generator().manual_seed(5)
+    cache = causal.new_cache(gen.model, s.reference.shape[-2:], s.cache.policy)
+    causal.prefill(gen.model, cache, torch.cat([s.reference, s.garment], 2), s.text)
+    for latents in streamed:
+        noise = torch.randn(latents.shape, generator=rng)
+        x0 = causal.denoise_block(gen.model, cache, noise, s.sigmas, s.text, generator=rng)
+        causal.commit(gen.model, cache, x0, s.text)
+        torch.testing.assert_close(x0, latents, atol=0, rtol=0)
+
+
 def test_switch_applies_at_the_next_block(micro_generator, images):
     person, garment, other, _ = images
     s = micro_generator.session(person, garment, "walk", seed=0, num_frames=60)

@@ -11,7 +11,7 @@ from ..training.flow import Conditions, sample_teacher
 
 
 @torch.no_grad()
-def teacher_frames(teacher, gen, gt, case) -> np.ndarray:
+def teacher_frames(teacher, gen, gt, case, guidance: float = 3.0) -> np.ndarray:
     codec, preset = gen.codec, gen.preset
     frames = gt.clip.frames[: case.switch_frames[0]].copy()
     text = teacher.embed_text([gt.prompt]) if teacher.config.prompt_vocab else None
@@ -23,7 +23,7 @@ def teacher_frames(teacher, gen, gt, case) -> np.ndarray:
         cond = Conditions(codec.encode_image(last), codec.encode_image(garment.permute(2, 0, 1)[None]), text)
         n_lat = preset.train_latent_frames
         h, w = cond.reference.shape[-2:]
-        lat = sample_teacher(teacher, cond, (1, preset.latent_channels, n_lat, h, w), steps=50, guidance=3.0,
+        lat = sample_teacher(teacher, cond, (1, preset.latent_channels, n_lat, h, w), steps=50, guidance=guidance,
                              generator=torch.Generator().manual_seed(k))
         video = ((codec.decode(lat)[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).numpy()
         need = end - start

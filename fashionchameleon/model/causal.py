@@ -26,7 +26,7 @@ def encode_prefix(model: WanDiT, prefix: torch.Tensor, text) -> LayerCapture:
     """One t=0 pass over the condition frames (b, c, P, h, w); they attend only to each other."""
     capture = LayerCapture()
     zeros = torch.zeros(prefix.shape[0], prefix.shape[2], device=prefix.device)
-    model(prefix, zeros, text, capture=capture, text_is_embedded=True)
+    model(prefix, zeros, text, capture=capture, text_is_embedded=True, kv_only=True)
     return capture
 
 
@@ -46,7 +46,8 @@ def prefill_and_recache(model: WanDiT, cache: KVCache, prefix: torch.Tensor, rec
     mask[p:, :] = block_causal_mask(k, k, WindowPolicy(0, 0), context_frames=p)
     capture = LayerCapture()
     t = torch.zeros(prefix.shape[0], p + k, device=prefix.device)
-    model(torch.cat([prefix, recent], 2), t, text, frame_mask=mask, capture=capture, text_is_embedded=True)
+    model(torch.cat([prefix, recent], 2), t, text, frame_mask=mask, capture=capture, text_is_embedded=True,
+          kv_only=True)
     cache.set_prefix(capture.frames_slice(0, p))
     cache.commit(capture.frames_slice(p, p + k), to_history=True)
 
@@ -57,14 +58,14 @@ def denoise(model: WanDiT, cache: KVCache, noisy: torch.Tensor, timestep: torch.
                  context=cache, text_is_embedded=True)
 
 
-def commit(model: WanDiT, cache: KVCache, clean: torch.Tensor, text, to_history: bool = False) -> torch.Tensor:
-    """t=0 pass over a finished block: its keys/values enter the cache. Returns the (unused) velocity."""
+def commit(model: WanDiT, cache: KVCache, clean: torch.Tensor, text, to_history: bool = False) -> None:
+    """t=0 pass over a finished block: its keys/values enter the cache (the pass stops at the last layer's
+    keys/values, since its output is never used)."""
     capture = LayerCapture()
     zeros = torch.zeros(clean.shape[0], clean.shape[2], device=clean.device)
-    out = model(clean, zeros, text, positions=cache.query_positions(clean.shape[2], clean.device),
-                context=cache, capture=capture, text_is_embedded=True)
+    model(clean, zeros, text, positions=cache.query_positions(clean.shape[2], clean.device),
+          context=cache, capture=capture, text_is_embedded=True, kv_only=True)
     cache.commit(capture, to_history=to_history)
-    return out
 
 
 def denoise_block(model: WanDiT, cache: KVCache, noise: torch.Tensor, sigmas: torch.Tensor, text, *,

@@ -119,15 +119,21 @@ class Attention(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (b, heads, tokens, hd)
 
-    def self_attention(self, x: torch.Tensor, frames: int, cos: torch.Tensor, sin: torch.Tensor,
-                       mask: torch.Tensor | None, layer: int, context: KVContext | None,
-                       capture: KVCapture | None) -> torch.Tensor:
-        q = self._heads(self.norm_q(self.to_q(x)))
+    def keys_values(self, x: torch.Tensor, frames: int, layer: int,
+                    capture: KVCapture | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys (before RoPE) and values of the current frames, handed to ``capture`` if given."""
         k = self._heads(self.norm_k(self.to_k(x)))
         v = self._heads(self.to_v(x))
         if capture is not None:
             b, h, n, d = k.shape
             capture.capture(layer, k.view(b, h, frames, n // frames, d), v.view(b, h, frames, n // frames, d))
+        return k, v
+
+    def self_attention(self, x: torch.Tensor, frames: int, cos: torch.Tensor, sin: torch.Tensor,
+                       mask: torch.Tensor | None, layer: int, context: KVContext | None,
+                       capture: KVCapture | None) -> torch.Tensor:
+        q = self._heads(self.norm_q(self.to_q(x)))
+        k, v = self.keys_values(x, frames, layer, capture)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if context is not None:
             ck, cv = context.context(layer)
@@ -161,7 +167,7 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, text: torch.Tensor | None, mod: torch.Tensor, frames: int,
                 cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None, layer: int,
-                context: KVContext | None, capture: KVCapture | None) -> torch.Tensor:
+                context: KVContext | None, capture: KVCapture | None, kv_only: bool = False) -> torch.Tensor | None:
         b, n, d = x.shape
         # mod: (b, frames, 6, dim) -> six (b, frames, 1, dim) tensors, broadcast over each frame's tokens.
         shift, scale, gate, c_shift, c_scale, c_gate = (self.scale_shift_table + mod.float()).unsqueeze(2).unbind(3)
@@ -170,6 +176,9 @@ class TransformerBlock(nn.Module):
             return fn(t.view(b, frames, n // frames, d)).view(b, n, d)
 
         h = per_frame(self.norm1(x.float()), lambda t: t * (1 + scale) + shift).type_as(x)
+        if kv_only:
+            self.attn1.keys_values(h, frames, layer, capture)
+            return None
         h = self.attn1.self_attention(h, frames, cos, sin, mask, layer, context, capture)
         x = per_frame(x.float(), lambda t: t + h.view(t.shape) * gate).type_as(x)
         if text is not None:
@@ -233,7 +242,8 @@ class WanDiT(nn.Module):
         context: KVContext | None = None,
         capture: KVCapture | None = None,
         text_is_embedded: bool = False,
-    ) -> torch.Tensor:
+        kv_only: bool = False,
+    ) -> torch.Tensor | None:
         """Velocity prediction.
 
         Args:
@@ -245,7 +255,12 @@ class WanDiT(nn.Module):
                 (context frames first).
             context / capture: KV-cache hooks (see module docstring).
             text_is_embedded: ``text`` already went through ``embed_text`` (reuse across denoising steps).
+            kv_only: only fill ``capture`` (a t=0 pass that commits frames to the cache): stop once the last
+                layer has handed over its keys/values, skipping its attention, MLP and the output head; returns
+                None.
         """
+        if kv_only and capture is None:
+            raise ValueError("kv_only needs a capture to fill")
         b, _, f, h, w = latents.shape
         pt, ph, pw = self.config.patch_size
         if f % pt or h % ph or w % pw:
@@ -270,8 +285,11 @@ class WanDiT(nn.Module):
             mask = frame_mask.to(latents.device).repeat_interleave(hw, 0).repeat_interleave(hw, 1)
 
         x = self.patch_embedding(latents).flatten(2).transpose(1, 2).contiguous()
+        last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            x = block(x, text_tokens, mod, f, cos, sin, mask, i, context, capture)
+            x = block(x, text_tokens, mod, f, cos, sin, mask, i, context, capture, kv_only=kv_only and i == last)
+        if x is None:
+            return None
 
         shift, scale = (self.scale_shift_table + temb.float().unsqueeze(2)).unsqueeze(2).unbind(3)
         d = x.shape[-1]

@@ -8,8 +8,10 @@ switches, prompt changes and stops arrive from any thread (or process).
             if user_clicked:
                 session.post_switch(other_garment)
 
-Per block: apply pending events (the rescheduler handles a switch), denoise the block in a few steps
-against the KV cache, commit it at t=0, decode it with the streaming codec.
+Per block: commit the previous block at t=0 (its keys/values enter the KV cache), apply pending events (the
+rescheduler handles a switch), denoise the block in a few steps against the cache, decode it with the
+streaming codec. A block is committed only when the next one is asked for: its frames reach the viewer a
+commit pass sooner, and the last block of a stream never pays for a commit nobody reads.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class Chunk:
     index: int                      # block number in this session
     first_frame: int                # number of the chunk's first video frame
     garment: str                    # label of the garment in effect
-    timings: dict[str, float]       # seconds: reschedule, denoise, commit, decode, total
+    timings: dict[str, float]       # seconds: commit (of the previous block), events, reschedule, denoise, decode, total
     events: list[dict] = field(default_factory=list)   # events that took effect at this chunk
     latents: torch.Tensor | None = None                # the block's clean latents (1, C, f, h, w)
 
@@ -162,6 +164,7 @@ class Session:
         self.block = 0
         self.frame = 0
         self.recent: torch.Tensor | None = None     # last clean latents (for re-caching after a switch)
+        self.uncommitted: torch.Tensor | None = None   # the last block, until the next one is asked for
         self.last_frame: np.ndarray | None = None
         self.closed = False
         self.stopped = False
@@ -202,6 +205,7 @@ class Session:
         and decoded (so the decoder and the reference rebuild continue seamlessly). Returns their frames."""
         frames = []
         bf = self.stream_cfg.block_frames
+        self._commit_pending()
         latents = latents.to(self.gen.device, self.gen.dtype)
         for i in range(0, latents.shape[2], bf):
             blk = latents[:, :, i:i + bf]
@@ -212,6 +216,12 @@ class Session:
             self.frame += len(out)
             self.block += 1
         return np.concatenate(frames) if frames else np.zeros((0, *self.person.shape), np.uint8)
+
+    @torch.no_grad()
+    def _commit_pending(self) -> None:
+        if self.uncommitted is not None:
+            causal.commit(self.gen.model, self.cache, self.uncommitted, self.text)
+            self.uncommitted = None
 
     def _remember(self, blk: torch.Tensor) -> None:
         keep = max(self.stream_cfg.keep_recent, 1)
@@ -268,6 +278,8 @@ class Session:
                 return
             t0 = time.perf_counter()
             self._block_starts.append(time.time())
+            self._commit_pending()
+            t_commit = time.perf_counter() - t0
             applied, t_resched = self._apply_events()
             if self.stopped or self.channel.stop_requested():
                 return
@@ -281,17 +293,15 @@ class Session:
                 self.stopped = True
                 return
             t2 = time.perf_counter()
-            with torch.no_grad():
-                causal.commit(model, self.cache, x0, self.text)
+            self.uncommitted = x0
             self._remember(x0)
-            t3 = time.perf_counter()
             frames = self._decode(x0)
-            t4 = time.perf_counter()
+            t3 = time.perf_counter()
             if self.num_frames is not None:
                 frames = frames[: self.num_frames - self.frame]
             chunk = Chunk(frames, self.block, self.frame, self.garment_label,
-                          {"reschedule": t_resched, "denoise": t2 - t1, "commit": t3 - t2, "decode": t4 - t3,
-                           "events": t1 - t0 - t_resched, "total": t4 - t0},
+                          {"reschedule": t_resched, "denoise": t2 - t1, "commit": t_commit, "decode": t3 - t2,
+                           "events": t1 - t0 - t_commit - t_resched, "total": t3 - t0},
                           applied, x0.detach().cpu() if self.keep_latents else None)
             self.block += 1
             self.frame += len(frames)
