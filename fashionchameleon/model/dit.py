@@ -288,8 +288,8 @@ class WanDiT(nn.Module):
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             x = block(x, text_tokens, mod, f, cos, sin, mask, i, context, capture, kv_only=kv_only and i == last)
-        if x is None:
-            return None
+        if kv_only:
+            return None     # the last layer stopped after handing over its keys/values
 
         shift, scale = (self.scale_shift_table + temb.float().unsqueeze(2)).unsqueeze(2).unbind(3)
         d = x.shape[-1]

@@ -42,7 +42,8 @@ class Chunk:
     index: int                      # block number in this session
     first_frame: int                # number of the chunk's first video frame
     garment: str                    # label of the garment in effect
-    timings: dict[str, float]       # seconds: commit (of the previous block), events, reschedule, denoise, decode, total
+    timings: dict[str, float]       # seconds: commit (of the previous block), events, reschedule, denoise,
+                                    # decode, total
     events: list[dict] = field(default_factory=list)   # events that took effect at this chunk
     latents: torch.Tensor | None = None                # the block's clean latents (1, C, f, h, w)
 
