@@ -69,7 +69,7 @@ def bench_codec(codec, resolution: tuple[int, int], device: str, frames: int = 4
     return {"codec_encode_fps": enc, "codec_decode_fps": decode}
 
 
-def _teacher_speedup(model, preset, device: str, repeats: int = 3) -> dict:
+def _teacher_speedup(model, preset, device: str, repeats: int = 5) -> dict:
     """Teacher: 50 Euler steps with CFG over a whole training-length clip; student: the same length streamed
     block by block (4 steps, and a commit before each next block). Latent generation only, same machine,
     same weights; medians of ``repeats`` interleaved runs."""

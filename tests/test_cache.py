@@ -7,7 +7,7 @@ from fashionchameleon.config import ModelConfig
 from fashionchameleon.model import causal
 from fashionchameleon.model.dit import WanDiT
 from fashionchameleon.model.kv_cache import LayerCapture, WindowPolicy, block_causal_mask
-from fashionchameleon.model.rope import apply_rope, rope_angles
+from fashionchameleon.model.rope import apply_rope, rope_rotation
 
 CFG = ModelConfig(num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4, text_dim=8,
                   freq_dim=16, ffn_dim=32, num_layers=2)
@@ -120,8 +120,12 @@ class FullHistoryContext:
         pos[:2] = torch.arange(2)
         for rank, frame in enumerate(self.visible):
             pos[2 + frame] = 2 + rank
-        cos, sin = rope_angles(pos, 2, 2, CFG.attention_head_dim)
-        return apply_rope(k.reshape(b, h, f * hw, d), cos, sin), v.reshape(b, h, f * hw, d)
+        rotation = rope_rotation(pos, 2, 2, CFG.attention_head_dim)
+        return apply_rope(k.reshape(b, h, f * hw, d), rotation), v.reshape(b, h, f * hw, d)
+
+    def extend(self, layer, keys, values):
+        ck, cv = self.context(layer)
+        return torch.cat([ck, keys], 2), torch.cat([cv, values], 2)
 
     def mask(self, frames):
         c = self.committed()
@@ -224,6 +228,39 @@ def test_keep_history_keeps_the_last_frames(model):
     cache.keep_history(2)
     assert cache.frames("history") == 2 and cache.frames("sink") == 3
     assert torch.equal(cache.keys["history"][1], last)
+
+
+def test_extend_writes_into_one_buffer_and_equals_concatenation(model):
+    text = text_of(model)
+    cache = prefilled_cache(model, text, 50)
+    with torch.no_grad():
+        causal.commit(model, cache, lat(B, 51), text)
+    ck, cv = (t.clone() for t in cache.context(1))
+    heads, hd = CFG.num_attention_heads, CFG.attention_head_dim
+
+    def kv(tokens, seed):
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(1, heads, tokens, hd, generator=g), torch.randn(1, heads, tokens, hd, generator=g)
+
+    with torch.no_grad():
+        k1, v1 = kv(12, 1)
+        a_k, a_v = cache.extend(1, k1, v1)
+        assert torch.equal(a_k, torch.cat([ck, k1], 2)) and torch.equal(a_v, torch.cat([cv, v1], 2))
+        k2, v2 = kv(12, 2)
+        b_k, _ = cache.extend(1, k2, v2)     # the next denoising step: same buffer, new tail
+        assert b_k.data_ptr() == a_k.data_ptr() and torch.equal(b_k, torch.cat([ck, k2], 2))
+        k3, v3 = kv(4, 3)                    # another block size: a new buffer, same context
+        assert torch.equal(cache.extend(1, k3, v3)[1], torch.cat([cv, v3], 2))
+        assert torch.equal(cache.context(1)[0], ck) and torch.equal(cache.context(1)[1], cv)
+
+    # With autograd (DMD's exit step) the result is a fresh concatenation, so a later no-grad pass that
+    # writes the buffer (the block's commit) cannot corrupt what backward needs.
+    k4, v4 = (t.requires_grad_() for t in kv(12, 4))
+    g_k, g_v = cache.extend(1, k4, v4)
+    with torch.no_grad():
+        cache.extend(1, *kv(12, 5))
+    (g_k.square() + g_v * 3).sum().backward()    # square keeps g_k for backward: an in-place write would raise
+    assert torch.allclose(k4.grad, 2 * k4) and torch.equal(v4.grad, torch.full_like(v4, 3.0))
 
 
 @torch.no_grad()

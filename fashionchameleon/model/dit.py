@@ -24,14 +24,15 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig
 from .attention import attention
-from .rope import apply_rope, rope_angles
+from .rope import apply_rope, rope_rotation
 
 
 class KVContext(Protocol):
     """Keys/values from outside the current forward (the cache), per layer, before the current frames."""
 
-    def context(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rotated keys and values, each (batch, heads, tokens, head_dim)."""
+    def extend(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The context's rotated keys and values followed by the current ones, each (batch, heads, tokens,
+        head_dim)."""
         ...
 
 
@@ -129,17 +130,13 @@ class Attention(nn.Module):
             capture.capture(layer, k.view(b, h, frames, n // frames, d), v.view(b, h, frames, n // frames, d))
         return k, v
 
-    def self_attention(self, x: torch.Tensor, frames: int, cos: torch.Tensor, sin: torch.Tensor,
-                       mask: torch.Tensor | None, layer: int, context: KVContext | None,
-                       capture: KVCapture | None) -> torch.Tensor:
+    def self_attention(self, x: torch.Tensor, frames: int, rotation: torch.Tensor, mask: torch.Tensor | None,
+                       layer: int, context: KVContext | None, capture: KVCapture | None) -> torch.Tensor:
         q = self._heads(self.norm_q(self.to_q(x)))
         k, v = self.keys_values(x, frames, layer, capture)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k = apply_rope(q, rotation), apply_rope(k, rotation)
         if context is not None:
-            ck, cv = context.context(layer)
-            if ck.shape[2]:
-                k = torch.cat([ck.to(k.dtype), k], dim=2)
-                v = torch.cat([cv.to(v.dtype), v], dim=2)
+            k, v = context.extend(layer, k, v)
         out = attention(q, k, v, mask)
         return self.to_out[0](out.transpose(1, 2).flatten(2))
 
@@ -166,26 +163,27 @@ class TransformerBlock(nn.Module):
         self.scale_shift_table = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
 
     def forward(self, x: torch.Tensor, text: torch.Tensor | None, mod: torch.Tensor, frames: int,
-                cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None, layer: int,
+                rotation: torch.Tensor, mask: torch.Tensor | None, layer: int,
                 context: KVContext | None, capture: KVCapture | None, kv_only: bool = False) -> torch.Tensor | None:
         b, n, d = x.shape
-        # mod: (b, frames, 6, dim) -> six (b, frames, 1, dim) tensors, broadcast over each frame's tokens.
+        # mod: (b, frames, 6, dim) -> six (b, frames, 1, dim) tensors, broadcast over each frame's tokens
+        # (addcmul: one fused multiply-add per modulation instead of two passes over the activations).
         shift, scale, gate, c_shift, c_scale, c_gate = (self.scale_shift_table + mod.float()).unsqueeze(2).unbind(3)
 
         def per_frame(t: torch.Tensor, fn) -> torch.Tensor:
             return fn(t.view(b, frames, n // frames, d)).view(b, n, d)
 
-        h = per_frame(self.norm1(x.float()), lambda t: t * (1 + scale) + shift).type_as(x)
+        h = per_frame(self.norm1(x.float()), lambda t: torch.addcmul(shift, t, 1 + scale)).type_as(x)
         if kv_only:
             self.attn1.keys_values(h, frames, layer, capture)
             return None
-        h = self.attn1.self_attention(h, frames, cos, sin, mask, layer, context, capture)
-        x = per_frame(x.float(), lambda t: t + h.view(t.shape) * gate).type_as(x)
+        h = self.attn1.self_attention(h, frames, rotation, mask, layer, context, capture)
+        x = per_frame(x.float(), lambda t: torch.addcmul(t, h.view(t.shape), gate)).type_as(x)
         if text is not None:
             x = x + self.attn2.cross_attention(self.norm2(x.float()).type_as(x), text)
-        h = per_frame(self.norm3(x.float()), lambda t: t * (1 + c_scale) + c_shift).type_as(x)
+        h = per_frame(self.norm3(x.float()), lambda t: torch.addcmul(c_shift, t, 1 + c_scale)).type_as(x)
         h = self.ffn(h)
-        return per_frame(x.float(), lambda t: t + h.float().view(t.shape) * c_gate).type_as(x)
+        return per_frame(x.float(), lambda t: torch.addcmul(t, h.float().view(t.shape), c_gate)).type_as(x)
 
 
 class WanDiT(nn.Module):
@@ -227,8 +225,8 @@ class WanDiT(nn.Module):
             text = self.prompt_embedding(self.prompt_ids(text))[:, None]
         return self.condition_embedder.text_embedder(text.to(self.proj_out.weight.dtype))
 
-    def rope(self, positions: torch.Tensor, hp: int, wp: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return rope_angles(positions, hp, wp, self.config.attention_head_dim)
+    def rope(self, positions: torch.Tensor, hp: int, wp: int) -> torch.Tensor:
+        return rope_rotation(positions, hp, wp, self.config.attention_head_dim)
 
     # -- forward ---------------------------------------------------------------------------------------------
     def forward(
@@ -269,8 +267,7 @@ class WanDiT(nn.Module):
         hw = hp * wp
         if positions is None:
             positions = torch.arange(f, device=latents.device)
-        cos, sin = self.rope(positions, hp, wp)
-        cos, sin = cos.to(latents.device), sin.to(latents.device)
+        rotation = self.rope(positions, hp, wp).to(latents.device)
 
         if timestep.ndim == 0:
             timestep = timestep.expand(b)
@@ -287,13 +284,13 @@ class WanDiT(nn.Module):
         x = self.patch_embedding(latents).flatten(2).transpose(1, 2).contiguous()
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            x = block(x, text_tokens, mod, f, cos, sin, mask, i, context, capture, kv_only=kv_only and i == last)
+            x = block(x, text_tokens, mod, f, rotation, mask, i, context, capture, kv_only=kv_only and i == last)
         if kv_only:
             return None     # the last layer stopped after handing over its keys/values
 
         shift, scale = (self.scale_shift_table + temb.float().unsqueeze(2)).unsqueeze(2).unbind(3)
         d = x.shape[-1]
-        x = (self.norm_out(x.float()).view(b, f, hw, d) * (1 + scale) + shift).view(b, f * hw, d).type_as(x)
+        x = torch.addcmul(shift, self.norm_out(x.float()).view(b, f, hw, d), 1 + scale).view(b, f * hw, d).type_as(x)
         x = self.proj_out(x)
         x = x.reshape(b, f, hp, wp, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
         return x.flatten(6, 7).flatten(4, 5).flatten(2, 3)

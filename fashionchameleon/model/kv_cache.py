@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .rope import apply_rope, rope_angles
+from .rope import apply_rope, rope_rotation
 
 SEGMENTS = ("prefix", "sink", "history")
 
@@ -88,7 +88,8 @@ class KVCache:
     ``commit`` fills the sink first, then the rolling history (oldest evicted beyond ``window``), so memory is
     bounded by ``prefix + sink + window`` frames. ``context(layer)`` returns the visible keys rotated at their
     window positions plus values; it is memoised until the cache changes (all denoising steps of a block share
-    it).
+    it). ``extend`` appends a pass's own keys/values to it; without autograd it writes them into the tail of
+    a per-layer buffer that already holds the context, so the context is not copied again at every step.
     """
 
     def __init__(self, num_layers: int, head_dim: int, grid: tuple[int, int], policy: WindowPolicy,
@@ -101,7 +102,9 @@ class KVCache:
         self.keys: dict[str, list[torch.Tensor | None]] = {s: [None] * num_layers for s in SEGMENTS}
         self.values: dict[str, list[torch.Tensor | None]] = {s: [None] * num_layers for s in SEGMENTS}
         self.committed_frames = 0  # frames committed since the stream (re)started, for bookkeeping
-        self._memo: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        # per layer: buffers (keys, values) holding the rotated context in their first `n` tokens, and `n`
+        self._memo: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}
+        self._rotation: torch.Tensor | None = None  # shared by all layers until the cache changes
 
     # -- inspection -------------------------------------------------------------------------------------------
     def frames(self, segment: str) -> int:
@@ -127,6 +130,7 @@ class KVCache:
     # -- mutation ---------------------------------------------------------------------------------------------
     def _changed(self) -> None:
         self._memo.clear()
+        self._rotation = None
 
     def write(self, segment: str, capture: LayerCapture) -> None:
         """Replace a whole segment with captured keys/values."""
@@ -187,16 +191,45 @@ class KVCache:
 
     # -- reading (the model's KVContext) ---------------------------------------------------------------------------
     def context(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if layer not in self._memo:
+        """Visible keys rotated at their window positions, and values, each (batch, heads, tokens, head_dim)."""
+        k, v, n = self._layer_memo(layer)
+        return k[:, :, :n], v[:, :, :n]
+
+    def extend(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The visible context followed by ``keys``/``values`` (the pass's own, keys already rotated)."""
+        if torch.is_grad_enabled() and (keys.requires_grad or values.requires_grad):
+            ck, cv = self.context(layer)     # autograd: no in-place writes into a shared buffer
+            return torch.cat([ck.to(keys.dtype), keys], 2), torch.cat([cv.to(values.dtype), values], 2)
+        k, v, n = self._layer_memo(layer, keys.shape[2], keys.dtype)
+        k[:, :, n:] = keys
+        v[:, :, n:] = values
+        return k, v
+
+    def _layer_memo(self, layer: int, tail: int | None = None,
+                    dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The layer's buffers with room for ``tail`` more tokens after the context (any room if None; rebuilt
+        when the room or the dtype differs; the tail is scratch space)."""
+        memo = self._memo.get(layer)
+        if memo is not None and tail in (None, memo[0].shape[2] - memo[2]) and dtype in (None, memo[0].dtype):
+            return memo
+        if memo is not None:
+            ck, cv, n = memo[0][:, :, :memo[2]], memo[1][:, :, :memo[2]], memo[2]
+        else:
             ks = [self.keys[s][layer] for s in SEGMENTS if self.keys[s][layer] is not None]
             vs = [self.values[s][layer] for s in SEGMENTS if self.values[s][layer] is not None]
             if not ks:
                 raise RuntimeError("the KV cache is empty: prefill the condition prefix first")
-            k, v = torch.cat(ks, dim=2), torch.cat(vs, dim=2)
-            b, h, f, hw, d = k.shape
-            cos, sin = rope_angles(torch.arange(f, device=k.device), *self.grid, self.head_dim)
-            k = apply_rope(k.reshape(b, h, f * hw, d), cos.to(k.device), sin.to(k.device))
-            self._memo[layer] = (k, v.reshape(b, h, f * hw, d))
+            b, h, f, hw, d = ks[0].shape[:2] + (sum(t.shape[2] for t in ks),) + ks[0].shape[3:]
+            if self._rotation is None or self._rotation.shape[0] != f * hw:
+                self._rotation = rope_rotation(torch.arange(f), *self.grid, self.head_dim).to(ks[0].device)
+            ck = apply_rope(torch.cat(ks, dim=2).reshape(b, h, f * hw, d), self._rotation)
+            cv = torch.cat(vs, dim=2).reshape(b, h, f * hw, d)
+            n = f * hw
+        dtype, tail = dtype or ck.dtype, tail or 0
+        k = ck.new_empty(ck.shape[:2] + (n + tail, ck.shape[3]), dtype=dtype)
+        v = cv.new_empty(cv.shape[:2] + (n + tail, cv.shape[3]), dtype=dtype)
+        k[:, :, :n], v[:, :, :n] = ck, cv
+        self._memo[layer] = (k, v, n)
         return self._memo[layer]
 
 

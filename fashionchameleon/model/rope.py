@@ -21,9 +21,10 @@ def _inv_freq(dim: int, theta: float) -> torch.Tensor:
     return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
 
 
-def rope_angles(frame_positions: torch.Tensor, height: int, width: int, head_dim: int,
-                theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of shape (frames * height * width, head_dim // 2), token order (f, h, w)."""
+def rope_rotation(frame_positions: torch.Tensor, height: int, width: int, head_dim: int,
+                  theta: float = 10000.0) -> torch.Tensor:
+    """Unit complex rotations ``exp(i * angle)``, shape (frames * height * width, head_dim // 2), token
+    order (f, h, w); angles are formed in float64 so large positions keep their precision."""
     t_dim, h_dim, w_dim = axis_dims(head_dim)
     device = frame_positions.device
     pos_t = frame_positions.to(torch.float64)
@@ -36,11 +37,11 @@ def rope_angles(frame_positions: torch.Tensor, height: int, width: int, head_dim
         ang_h[None, :, None, :].expand(f, height, width, -1),
         ang_w[None, None, :, :].expand(f, height, width, -1),
     ], dim=-1).reshape(f * height * width, -1)
-    return ang.cos().float(), ang.sin().float()
+    return torch.polar(torch.ones_like(ang), ang).to(torch.complex64)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved channel pairs of ``x`` (..., tokens, head_dim) by the given angles."""
-    x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
-    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
-    return out.type_as(x)
+def apply_rope(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved channel pairs of ``x`` (..., tokens, head_dim): each pair is one complex number,
+    multiplied by its token's rotation (one complex multiply instead of four real ones and a stack)."""
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * rotation).flatten(-2).type_as(x)
