@@ -13,8 +13,8 @@ import torch
 from tqdm import tqdm
 
 from fashionchameleon.eval.codec_report import parse_seeds
-from fashionchameleon.eval.switchbench import METRICS, case_metrics, ground_truth, make_case
-from fashionchameleon.eval.teacher_row import teacher_frames
+from fashionchameleon.eval.switchbench import METRICS, ground_truth, make_case
+from fashionchameleon.eval.teacher_row import teacher_case_metrics
 from fashionchameleon.model.loading import load_checkpoint
 from fashionchameleon.streaming.generator import ASSETS, StreamingGenerator
 
@@ -37,7 +37,7 @@ def main() -> None:
     for g in args.guidance:
         rows = []
         for (case, _), gt in tqdm(list(zip(cases, truths)), desc=f"guidance {g}", file=sys.stderr):
-            m = case_metrics(teacher_frames(teacher, gen, gt, case, guidance=g), gt, primed=True)
+            m = teacher_case_metrics(teacher, gen, gt, case, guidance=g)
             rows.append({k: m[k] for k in METRICS})
         out[str(g)] = {k: float(np.nanmean([r[k] for r in rows])) for k in METRICS}
         print(f"guidance {g}: " + ", ".join(f"{k} {v:.3f}" for k, v in out[str(g)].items()), file=sys.stderr)

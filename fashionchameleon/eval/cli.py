@@ -104,12 +104,9 @@ def run(args: argparse.Namespace) -> int:
                 results[p][v].append({"seed": seed, **m})
                 bar.update(1)
             if teacher is not None and p == "a":
-                from .teacher_row import teacher_frames
+                from .teacher_row import teacher_case_metrics
 
-                frames = teacher_frames(teacher, gen, gt, case)
-                m = case_metrics(frames, gt, primed=True)
-                m.pop("_leakage_curve", None)
-                results[p]["teacher"].append({"seed": seed, **m})
+                results[p]["teacher"].append({"seed": seed, **teacher_case_metrics(teacher, gen, gt, case)})
     bar.close()
 
     def means(rows):

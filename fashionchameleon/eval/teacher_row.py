@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..training.flow import Conditions, sample_teacher
+from .switchbench import case_metrics
 
 
 @torch.no_grad()
@@ -32,3 +33,10 @@ def teacher_frames(teacher, gen, gt, case, guidance: float = 3.0) -> np.ndarray:
             seg = np.concatenate([seg, np.repeat(seg[-1:], need - len(seg), 0)])
         out.append(seg)
     return np.concatenate(out)[: case.num_frames]
+
+
+def teacher_case_metrics(teacher, gen, gt, case, guidance: float = 3.0) -> dict[str, float]:
+    """The teacher row's protocol (a) metrics on one case (without the leakage curve)."""
+    m = case_metrics(teacher_frames(teacher, gen, gt, case, guidance=guidance), gt, primed=True)
+    m.pop("_leakage_curve", None)
+    return m

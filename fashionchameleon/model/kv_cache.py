@@ -219,12 +219,11 @@ class KVCache:
             vs = [self.values[s][layer] for s in SEGMENTS if self.values[s][layer] is not None]
             if not ks:
                 raise RuntimeError("the KV cache is empty: prefill the condition prefix first")
-            b, h, f, hw, d = ks[0].shape[:2] + (sum(t.shape[2] for t in ks),) + ks[0].shape[3:]
-            if self._rotation is None or self._rotation.shape[0] != f * hw:
-                self._rotation = rope_rotation(torch.arange(f), *self.grid, self.head_dim).to(ks[0].device)
-            ck = apply_rope(torch.cat(ks, dim=2).reshape(b, h, f * hw, d), self._rotation)
-            cv = torch.cat(vs, dim=2).reshape(b, h, f * hw, d)
-            n = f * hw
+            k, v = torch.cat(ks, dim=2), torch.cat(vs, dim=2)
+            b, h, f, hw, d = k.shape
+            if self._rotation is None:      # every layer sees the same f frames until the cache changes
+                self._rotation = rope_rotation(torch.arange(f), *self.grid, self.head_dim).to(k.device)
+            ck, cv, n = apply_rope(k.reshape(b, h, f * hw, d), self._rotation), v.reshape(b, h, f * hw, d), f * hw
         dtype, tail = dtype or ck.dtype, tail or 0
         k = ck.new_empty(ck.shape[:2] + (n + tail, ck.shape[3]), dtype=dtype)
         v = cv.new_empty(cv.shape[:2] + (n + tail, cv.shape[3]), dtype=dtype)
