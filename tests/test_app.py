@@ -1,6 +1,7 @@
 """The app's handlers without a browser (AppState over the real streaming runner, on a random micro model:
 the model is small and random because these tests check event plumbing, not image quality)."""
 
+import os
 import threading
 import time
 from types import SimpleNamespace
@@ -186,3 +187,21 @@ def test_many_switch_clicks_and_unload(app, ex):
     assert final.count("took effect") == 1 and final.count("skipped") == 199
     app.unload(req)
     assert app.download_for(req) is None
+
+
+@pytest.mark.parametrize("attack", ["relative", "absolute", "odd"])
+def test_path_like_session_ids_leave_a_victim_folder_untouched(app, ex, tmp_path, attack):
+    from fashionchameleon.streaming import service
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("keep me")
+    work = service.WORK_DIR.resolve()
+    key = {"relative": os.path.relpath(victim, work), "absolute": str(victim), "odd": "\x00/" + "x" * 5000}[attack]
+    req = Req(session_hash=key)
+    assert "frames: 48" in run_all(app, req, ex)[-1][1]
+    app.unload(req)
+    assert sorted(p.name for p in victim.iterdir()) == ["precious.txt"]
+    assert (victim / "precious.txt").read_text() == "keep me"
+    folder = service.session_dir(key)
+    assert folder.parent == work and ".." not in folder.name and "/" not in folder.name

@@ -8,6 +8,7 @@ a forked child process, where an in-process queue would never see a click.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 import threading
@@ -21,6 +22,17 @@ import numpy as np
 from .session import DirChannel, Event
 
 WORK_DIR = Path(tempfile.gettempdir()) / "fashionchameleon-app"
+
+
+def session_dir(key: str, root: Path | None = None) -> Path:
+    """A session's work folder. The session id comes from the client, so it never becomes a path itself: the
+    folder is named by a hash of it, and the resolved result must sit directly under the app's folder."""
+    base = Path(root or WORK_DIR).resolve()
+    name = hashlib.sha256(str(key).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    path = (base / name).resolve()
+    if path.parent != base:
+        raise ValueError(f"session folder {path} escapes {base}")
+    return path
 
 
 class QueueFull(RuntimeError):
@@ -93,12 +105,16 @@ class Controller:
     log: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @property
+    def folder(self) -> Path:
+        return session_dir(self.key)
+
     def start_run(self) -> Path:
         with self.lock:
             # earlier runs' segments are no longer needed (Gradio copied what it serves into its cache)
-            shutil.rmtree(WORK_DIR / self.key, ignore_errors=True)
+            shutil.rmtree(self.folder, ignore_errors=True)
             self.run_id = uuid.uuid4().hex[:10]
-            self.mailbox = WORK_DIR / self.key / self.run_id / "mailbox"
+            self.mailbox = self.folder / self.run_id / "mailbox"
             self.mailbox.mkdir(parents=True, exist_ok=True)
             return self.mailbox
 
@@ -127,7 +143,7 @@ class Controller:
 
     def cleanup(self) -> None:
         self.stop()
-        shutil.rmtree(WORK_DIR / self.key, ignore_errors=True)
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class Controllers:
