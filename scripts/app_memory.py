@@ -31,7 +31,7 @@ def main() -> None:
     args = ap.parse_args()
     from gradio_client import Client
 
-    from fashionchameleon.app_support import examples
+    from fashionchameleon.app.state import examples
 
     ex = examples(128)
     with running_app() as (url, proc):

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fashionchameleon.eval.codec_report import parse_seeds
+from fashionchameleon.data.world import parse_seeds
 from fashionchameleon.eval.switchbench import METRICS, ground_truth, make_case
 from fashionchameleon.eval.teacher_row import teacher_case_metrics
 from fashionchameleon.model.loading import load_checkpoint

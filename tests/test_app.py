@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fashionchameleon.app_support import AppState, examples
-from fashionchameleon.streaming.runner import stream_run
+from fashionchameleon.app.run import stream_run
+from fashionchameleon.app.state import AppState, examples
 
 
 class Req(SimpleNamespace):
@@ -20,7 +20,7 @@ class Req(SimpleNamespace):
 
 def device_fn(gen):
     def fn(*args):
-        yield from stream_run(gen, *args, display_size=64)
+        yield from stream_run(gen, *args, display_size=64, segment_seconds=0.75)
     return fn
 
 
@@ -83,7 +83,10 @@ def test_stop_and_stop_twice(app, ex):
             app.stop(req)
 
     updates = run_all(app, req, ex, seconds=20, on_chunk=stop_early)
-    assert "Run ended: stopped." in updates[-1][1]
+    final = updates[-1][1]
+    n = int(final.split("frames: ")[1].split(" ")[0])
+    assert f"Run ended: stopped at frame {n}." in final and f"- stop at frame {n}" in final
+    assert "came after the last block" not in final
     assert sum(1 for seg, _ in updates if seg) <= 3
     assert app.stop(req) == "Nothing is running."
     assert "frames: 48" in run_all(app, req, ex)[-1][1]   # and a normal run right after
@@ -191,7 +194,7 @@ def test_many_switch_clicks_and_unload(app, ex):
 
 @pytest.mark.parametrize("attack", ["relative", "absolute", "odd"])
 def test_path_like_session_ids_leave_a_victim_folder_untouched(app, ex, tmp_path, attack):
-    from fashionchameleon.streaming import service
+    from fashionchameleon.app import line as service
 
     victim = tmp_path / "victim"
     victim.mkdir()
@@ -205,3 +208,180 @@ def test_path_like_session_ids_leave_a_victim_folder_untouched(app, ex, tmp_path
     assert (victim / "precious.txt").read_text() == "keep me"
     folder = service.session_dir(key)
     assert folder.parent == work and ".." not in folder.name and "/" not in folder.name
+
+
+def test_a_bomb_is_refused_by_the_project_loader_without_decoding(app, ex, tmp_path):
+    """13,000 x 13,000 pixels in a few hundred KB: the upload widget hands over the path undecoded and the
+    loader refuses it from the header, in a process whose peak memory stays small."""
+    import subprocess
+    import sys
+
+    from gradio.data_classes import ImageData
+
+    from fashionchameleon.app.widgets import ImageFile
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (13000, 13000)).save(bomb)
+    assert bomb.stat().st_size < 1_000_000
+    assert ImageFile().preprocess(ImageData(path=str(bomb), orig_name="bomb.png")) == str(bomb)   # not decoded
+    with pytest.raises(Exception, match="too large"):
+        next(app.generate(Req(session_hash="bomb"), str(bomb), ex.garments[0], "walk", 0, 3, 30, device_fn(app.gen)))
+    code = ("import resource, sys; from fashionchameleon.media import load_image, InputImageError\n"
+            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            f"try:\n    load_image({str(bomb)!r}, 'person image')\nexcept InputImageError as e:\n    print(e)\n"
+            "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.splitlines()
+    assert "too large" in out[0] and int(out[1]) < 100, out      # MiB above the interpreter's own peak
+
+
+def test_inline_data_urls_are_written_undecoded(tmp_path):
+    import base64
+
+    from gradio.data_classes import ImageData
+
+    from fashionchameleon.app.widgets import ImageFile
+
+    raw = b"not an image at all"
+    path = ImageFile().preprocess(ImageData(url="data:image/png;base64," + base64.b64encode(raw).decode()))
+    assert open(path, "rb").read() == raw
+    with pytest.raises(Exception, match="base64"):
+        ImageFile().preprocess(ImageData(url="data:image/png;base64,@@@"))
+
+
+@pytest.mark.parametrize("seed,seconds,needle", [
+    (1e30, 3, "Seed must be a whole number"), (float("nan"), 3, "Seed"), (-1, 3, "Seed"), (1.5, 3, "Seed"),
+    ("abc", 3, "Seed"), (2**63, 3, "Seed"), (0, float("nan"), "Length must be"), (0, float("inf"), "Length"),
+    (0, -2, "Length"), (0, "x", "Length"),
+])
+def test_bad_numbers_get_a_message(app, ex, seed, seconds, needle):
+    with pytest.raises(Exception, match=needle):
+        next(app.generate(Req(session_hash="n"), ex.persons[0], ex.garments[0], "walk", seed, seconds, 30,
+                          device_fn(app.gen)))
+    assert app.queue.waiting == 0 and not app.controllers.get("n").live     # nothing entered the line
+
+
+def test_largest_seed_runs(app, ex):
+    from fashionchameleon.app.state import MAX_SEED, parse_seed
+
+    assert parse_seed(MAX_SEED) == MAX_SEED and parse_seed(7.0) == 7
+    final = list(app.generate(Req(session_hash="big"), ex.persons[0], ex.garments[0], "walk", MAX_SEED, 1, 30,
+                              device_fn(app.gen)))
+    assert final[-1][1].startswith("**Done**")
+
+
+def test_one_session_cannot_fill_the_line(micro_generator, ex):
+    app = AppState(micro_generator, max_active=1, max_waiting=3)
+    first = app.generate(Req(session_hash="x"), ex.persons[0], ex.garments[0], "walk", 0, 3, 30, device_fn(micro_generator))
+    next(first)                                                           # x holds the only slot
+    spam = [app.generate(Req(session_hash="y"), ex.persons[0], ex.garments[0], "walk", k, 3, 30,
+                         device_fn(micro_generator)) for k in range(5)]
+    for g in spam:
+        assert next(g)[1].startswith("Waiting in line: position 1")      # each replaces the one before
+    assert app.queue.waiting == 1
+    for g in spam[:-1]:
+        assert list(g)[-1][1] == "Replaced by a newer Generate from this page."
+    other = app.generate(Req(session_hash="z"), ex.persons[0], ex.garments[0], "walk", 0, 3, 30, device_fn(micro_generator))
+    assert next(other)[1].startswith("Waiting in line: position 2")       # the line still has room for others
+    list(first)
+    assert list(spam[-1])[-1][1].startswith("**Done**") and list(other)[-1][1].startswith("**Done**")
+
+
+def test_switch_and_stop_while_waiting(micro_generator, ex):
+    app = AppState(micro_generator, max_active=1, max_waiting=3)
+    first = app.generate(Req(session_hash="x"), ex.persons[0], ex.garments[0], "walk", 0, 3, 30, device_fn(micro_generator))
+    next(first)
+    y = Req(session_hash="y")
+    waiting = app.generate(y, ex.persons[0], ex.garments[0], "walk", 0, 3, 30, device_fn(micro_generator))
+    assert next(waiting)[1].startswith("Waiting in line")
+    assert app.switch(y, ex.garments[2]).startswith("Switch to garment_2 kept: your run is waiting in line")
+    z = Req(session_hash="z")
+    cancelled = app.generate(z, ex.persons[0], ex.garments[0], "walk", 0, 3, 30, device_fn(micro_generator))
+    next(cancelled)
+    assert app.stop(z) == "Stopping: the waiting run is cancelled."
+    list(first)
+    final = list(waiting)[-1][1]
+    assert "switch to garment_2: took effect from the first frame" in final and "garment: garment_2" in final
+    assert list(cancelled)[-1][1] == "Stopped before it started (the run was waiting in line)."
+
+
+def test_second_generate_in_a_session_keeps_the_running_runs_folder(micro_generator, ex):
+    app = AppState(micro_generator, max_active=2, max_waiting=2)
+    req = Req(session_hash="twice")
+    a = app.generate(req, ex.persons[0], ex.garments[0], "walk", 0, 6, 30, device_fn(micro_generator))
+    next(a), next(a)
+    run_a = app.controllers.get("twice").run
+    b = app.generate(req, ex.persons[0], ex.garments[0], "walk", 1, 3, 30, device_fn(micro_generator))
+    next(b)
+    assert run_a.mailbox.is_dir()                     # the old run stops on its own mailbox, not deleted under it
+    assert "Run ended: stopped at frame" in list(a)[-1][1]
+    assert list(b)[-1][1].startswith("**Done**")
+    assert app.controllers.get("twice").current() is None     # the old run's end did not clear the new run
+
+
+def test_api_sessions_expire_and_a_closing_run_survives_its_folder(micro_generator, ex):
+    app = AppState(micro_generator, max_active=2, max_waiting=2, run_ttl_s=0.0)
+    rest = Req(session_hash="rest-client")
+    assert list(app.generate(rest, ex.persons[0], ex.garments[0], "walk", 0, 2, 30, device_fn(micro_generator)))
+    folder = app.controllers.get("rest-client").folder
+    assert folder.is_dir() and app.download_for(rest)
+    closing = Req(session_hash="closing-tab")
+    g = app.generate(closing, ex.persons[0], ex.garments[0], "walk", 0, 6, 30, device_fn(micro_generator))
+    next(g), next(g)                                 # the next Generate expires the ended REST session
+    assert not folder.exists() and app.download_for(rest) is None
+    app.unload(closing)                              # the tab closes: its folder is removed under the run
+    rest_of_run = list(g)                            # ... which ends quietly instead of crashing
+    assert all(seg is None or not os.path.exists(seg) for seg, _ in rest_of_run)
+
+
+def compare_fn(gen):
+    from fashionchameleon.app.compare import stream_compare
+
+    def fn(*args):
+        yield from stream_compare(gen, *args, display_height=64)
+    return fn
+
+
+def test_compare_streams_labelled_panels_side_by_side(app, ex):
+    import av
+
+    req = Req(session_hash="cmp")
+    updates = list(app.compare(req, ex.persons[0], ex.garments[0], ex.garments[1], "walk", 0, 4, 1.5, 30,
+                               compare_fn(app.gen)))
+    segs = [seg for seg, _ in updates if seg]
+    with av.open(segs[0]) as c:
+        frame = next(c.decode(video=0))
+    assert frame.width > 2 * frame.height                       # three panels, wider than tall
+    final = updates[-1][1]
+    assert "frames: 64 per panel" in final
+    for v in ("full", "naive", "restart"):
+        assert f"switch to garment_1 ({v}): took effect at frame 33" in final   # the first block start >= 24
+    with pytest.raises(Exception, match="Switch time must be"):
+        next(app.compare(req, ex.persons[0], ex.garments[0], ex.garments[1], "walk", 0, 4, 9, 30, compare_fn(app.gen)))
+
+
+def test_compare_stops_all_panels(app, ex):
+    req = Req(session_hash="cmp-stop")
+
+    def stop_early(k, upd):
+        if k == 2:
+            app.stop(req)
+    updates = []
+    for k, upd in enumerate(app.compare(req, ex.persons[0], ex.garments[0], ex.garments[1], "walk", 0, 20, 10, 30,
+                                        compare_fn(app.gen))):
+        updates.append(upd)
+        stop_early(k, upd)
+    assert "Run ended: stopped at frame" in updates[-1][1] and len(updates) < 8
+
+
+def test_first_segment_is_one_block_later_ones_longer(micro_generator, ex, tmp_path):
+    import av
+
+    from fashionchameleon.media import load_image
+
+    updates = list(stream_run(micro_generator, load_image(ex.persons[0]), load_image(ex.garments[0]), "g", "walk", 0,
+                              80, tmp_path / "box", tmp_path / "out", display_size=64, segment_seconds=1.5))
+    counts = []
+    for upd in updates[:-1]:
+        with av.open(upd.segment) as c:
+            counts.append(sum(1 for _ in c.decode(video=0)))
+    assert counts == [9, 24, 24, 23] and updates[-1].frames == 80     # 9 | 12+12 | 12+12 | 12+11 frames

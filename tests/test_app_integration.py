@@ -13,7 +13,7 @@ import pytest
 from gradio_client import Client, handle_file
 
 from app_server import ROOT, client_run, running_app
-from fashionchameleon.app_support import examples
+from fashionchameleon.app.state import examples
 from fashionchameleon.data.world import spec_for_seed
 from fashionchameleon.eval.switchbench import free_running_leakage
 
@@ -33,7 +33,7 @@ def leakage_curve(frames: list[np.ndarray], new: int, old: int) -> np.ndarray:
     from PIL import Image
 
     small = np.stack([np.asarray(Image.fromarray(f).resize((128, 128), Image.BILINEAR)) for f in frames])
-    # example person 0 and example garments k (see app_support.examples)
+    # example person 0 and example garments k (see fashionchameleon.app.state.examples)
     new_g, old_g = (spec_for_seed(910_000 + k).garments[0] for k in (new, old))
     return free_running_leakage(small, spec_for_seed(900_000), new_g, old_g)
 

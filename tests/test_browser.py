@@ -6,7 +6,6 @@ import shutil
 import time
 from pathlib import Path
 
-import pytest
 
 from app_server import ROOT, running_app
 
@@ -54,3 +53,65 @@ def test_generate_switch_stop_in_a_real_browser(tmp_path):
     (ARTIFACTS / "browser_timings.json").write_text(json.dumps(
         {"generate_to_first_visible_frame_s": first_visible, "switch_click_to_logged_s": switch_logged,
          "played_seconds_at_switch": played}, indent=2))
+
+
+def _launch(p):
+    return p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+
+
+def test_playback_over_a_slow_network_and_the_compare_tab():
+    """Chromium's network emulation (150 ms latency, 2 Mbit/s down, through the DevTools protocol): a 10 s run
+    is played while the video element's `waiting` events (stalls) are counted; then the compare tab streams
+    three labelled panels with the switch reported per panel."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with running_app() as (url, _), sync_playwright() as p:
+        browser = _launch(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("Network.enable")
+        cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 150,
+                                                      "downloadThroughput": 2_000_000 / 8,
+                                                      "uploadThroughput": 2_000_000 / 8})
+        page.goto(url)
+        page.locator("#person-examples .gallery-item").first.click()
+        page.locator("#person img").first.wait_for(timeout=60_000)
+        page.locator("#garments .gallery-item").first.click()
+        page.locator("#selected-garment img").first.wait_for(timeout=60_000)
+        page.evaluate("() => { window.__stalls = 0; window.__playing = false;"
+                      " document.addEventListener('playing', () => { window.__playing = true; }, true);"
+                      " document.addEventListener('waiting', () => { if (window.__playing) window.__stalls++; }, true); }")
+        box = page.locator("#tryon-tab input[type=number]").last          # the length slider's number box
+        box.fill("10")
+        box.press("Enter")
+        t_click = time.time()
+        page.locator("#generate").click()
+        page.wait_for_function("() => { const v = document.querySelector('#video video');"
+                               " return v && v.currentTime > 0; }", timeout=120_000)
+        first_visible = time.time() - t_click
+        page.wait_for_function("() => document.querySelector('#status').innerText.includes('Done')", timeout=180_000)
+        page.wait_for_timeout(3000)            # let the player reach the end of what it has
+        stalls = page.evaluate("() => window.__stalls")
+        played = page.evaluate("() => document.querySelector('#video video').currentTime")
+        (ARTIFACTS / "browser_network.json").write_text(json.dumps(
+            {"latency_ms": 150, "down_mbit_s": 2, "run_seconds": 10, "stalls_after_first_frame": stalls,
+             "generate_to_first_visible_frame_s": round(first_visible, 2), "played_seconds": round(played, 2)},
+            indent=2))
+
+        cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1,
+                                                      "uploadThroughput": -1})
+        page.locator("button[role=tab]", has_text="Compare switch strategies").click()
+        page.locator("#compare-go").click()
+        page.wait_for_function("() => { const v = document.querySelector('#compare-video video');"
+                               " return v && v.currentTime > 0 && v.videoWidth > 2 * v.videoHeight; }",
+                               timeout=180_000)
+        page.wait_for_function("() => document.querySelector('#compare-status').innerText.includes('Done')",
+                               timeout=240_000)
+        compare_status = page.locator("#compare-status").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "browser_compare.png"), full_page=True)
+        browser.close()
+    assert played > 5, played
+    assert stalls <= 2, f"{stalls} stalls in a 10 s run over a 150 ms / 2 Mbit/s link"
+    for v in ("full", "naive", "restart"):
+        assert f"({v}): took effect at frame" in compare_status, compare_status

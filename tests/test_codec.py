@@ -67,6 +67,37 @@ def test_tiny_codec_save_load_and_hash(tmp_path):
     assert loaded.sha256 != codec.sha256
 
 
+@torch.no_grad()
+def test_a_saved_codec_reconstructs_exactly_like_the_one_that_was_saved(tmp_path):
+    codec = small_tiny_codec()
+    video = torch.rand(1, 3, 9, 32, 32, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    codec.save(tmp_path / "c")
+    loaded = TinyCodec.load(tmp_path / "c").eval()
+    # weights are stored in half precision: the loaded codec is the original with its weights rounded ...
+    rounded = small_tiny_codec()
+    rounded.load_state_dict({k: v.half().float() for k, v in codec.state_dict().items()})
+    assert torch.equal(loaded.decode(loaded.encode(video)), rounded.decode(rounded.encode(video)))
+    # ... which moves a reconstruction by far less than one 8-bit step
+    assert (loaded.decode(loaded.encode(video)) - codec.decode(codec.encode(video))).abs().max() < 2 / 255
+
+
+def test_the_shipped_codec_reproduces_its_held_out_report():
+    """The shipped codec, loaded from disk, reconstructs its 32 held-out report clips to the PSNR its
+    report.json records (the report was written by the training run, before the half-precision save)."""
+    import json
+    from pathlib import Path
+
+    from fashionchameleon.training.codec_report import codec_report
+
+    folder = Path(__file__).resolve().parents[1] / "assets" / "checkpoints" / "codec"
+    codec = TinyCodec.load(folder).eval()
+    saved = json.loads((folder / "report.json").read_text())
+    assert saved["codec_sha256"] == codec.sha256
+    again = json.loads(codec_report(codec, saved["seeds"], num_frames=saved["frames_per_clip"]))
+    assert abs(again["psnr"] - saved["psnr"]) < 0.05, (again["psnr"], saved["psnr"])
+    assert abs(again["psnr_worst_decile"] - saved["psnr_worst_decile"]) < 0.05
+
+
 def test_video_length_must_be_one_plus_4k():
     with pytest.raises(ValueError, match="1 \\+ 4k"):
         small_tiny_codec().encode(torch.zeros(1, 3, 6, 16, 16))

@@ -32,3 +32,30 @@ def test_readme_starts_with_the_two_commands_and_ci_runs_the_test_one():
     assert commands[0] == "bash scripts/setup.sh && .venv/bin/python app.py"
     assert commands[1] == "bash scripts/setup.sh --dev && .venv/bin/python -m pytest -q"
     assert commands[1] in (ROOT / ".ci" / "run").read_text()
+
+
+def test_imports_run_one_way():
+    """config, media <- model <- data, streaming <- training <- eval <- app, bench, CLI: a layer never imports
+    one above it or beside it (lazy imports inside functions included)."""
+    import ast
+
+    layer = {"config": 0, "media": 0, "model": 1, "data": 2, "streaming": 2, "training": 3, "eval": 4, "app": 5,
+             "bench": 5, "gpu_check": 5, "__main__": 6, "__init__": 0}
+    root = Path(__file__).resolve().parents[1] / "fashionchameleon"
+    bad = []
+    for f in root.rglob("*.py"):
+        parts = f.relative_to(root).parts
+        me = parts[0].removesuffix(".py")
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = list(parts[:-1])[: len(parts) - node.level] if node.level > 1 else list(parts[:-1])
+                target = (base + (node.module or "").split("."))[0].removesuffix(".py")
+                if target and target != me and layer.get(target, -1) >= layer[me]:
+                    bad.append(f"{f.relative_to(root)} imports {node.module} ({me} -> {target})")
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fashionchameleon."):
+                target = node.module.split(".")[1]
+                if target != me and layer.get(target, -1) >= layer[me]:
+                    bad.append(f"{f.relative_to(root)} imports {node.module}")
+    assert layer.keys() >= {p.name.removesuffix(".py") for p in root.iterdir() if p.suffix == ".py" or p.is_dir()
+                            if p.name != "__pycache__"}, "a new top-level module needs a layer here"
+    assert not bad, "\n".join(bad)

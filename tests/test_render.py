@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import av
-import numpy as np
 import pytest
 from PIL import Image
 from safetensors.torch import load_file, save_file

@@ -26,7 +26,7 @@ def contact_sheet(rows: list[list[np.ndarray]]) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from ..streaming.video import write_mp4
+    from ..media import write_mp4
     from .world import make_sample, make_switch_sample
 
     if not 0 <= args.seed < 1_000_000:

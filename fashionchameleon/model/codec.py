@@ -201,11 +201,6 @@ class TinyCodec(nn.Module, LatentCodec):
     def stream_decoder(self) -> "TinyStreamDecoder":
         return TinyStreamDecoder(self)
 
-    def decode_train(self, z_normalised: torch.Tensor) -> torch.Tensor:
-        """Full decode with gradients (training); numerically the same as the stream decoder."""
-        z = z_normalised * self.latent_std.view(1, -1, 1, 1, 1) + self.latent_mean.view(1, -1, 1, 1, 1)
-        return self.decode_raw(z, None, True)[0]
-
     @property
     def sha256(self) -> str:
         return state_sha256(self.state_dict())

@@ -124,9 +124,6 @@ class KVCache:
         return sum(t.numel() * t.element_size() for store in (self.keys, self.values)
                    for seg in store.values() for t in seg if t is not None)
 
-    def segment(self, name: str, layer: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        return self.keys[name][layer], self.values[name][layer]
-
     # -- mutation ---------------------------------------------------------------------------------------------
     def _changed(self) -> None:
         self._memo.clear()
@@ -156,7 +153,7 @@ class KVCache:
         n = capture.frames
         room = self.policy.sink - self.frames("sink")
         to_sink = 0 if to_history or self.frames("history") else max(0, min(n, room))
-        cap = self.policy.window + room - to_sink
+        cap = self.history_capacity() - to_sink
         for i in range(self.num_layers):
             k, v = capture.keys[i], capture.values[i]
             if to_sink:

@@ -55,9 +55,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..model.loading import CheckpointError
     from .generator import DEFAULT_CHECKPOINT, StreamingGenerator
-    from .preprocess import InputImageError, load_image
+    from ..media import InputImageError, load_image
     from .rescheduler import VARIANTS
-    from .video import upscale, write_mp4
+    from ..media import upscale, write_mp4
 
     if args.frames < 1:
         return _fail(f"--frames must be at least 1, got {args.frames}")

@@ -13,22 +13,13 @@ import torch
 from ..model import causal
 from ..model.dit import WanDiT
 from ..model.kv_cache import WindowPolicy
-
-
-def shift_sigma(sigma: torch.Tensor | float, shift: float) -> torch.Tensor | float:
-    """Shifted schedule: spends more steps at high noise (Wan/SD3 style)."""
-    return shift * sigma / (1 + (shift - 1) * sigma)
+from ..model.schedule import shift_sigma  # noqa: F401  (the schedule lives with the model; re-exported)
 
 
 def add_noise(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """``sigma`` broadcasts over (b,) or (b, frames)."""
     s = sigma.view(*sigma.shape, *([1] * (x0.ndim - sigma.ndim))) if sigma.ndim == 1 else sigma[:, None, :, None, None]
     return (1 - s) * x0 + s * noise
-
-
-def x0_from_velocity(x: torch.Tensor, v: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    s = sigma.view(-1, 1, 1, 1, 1) if sigma.ndim == 1 else sigma[:, None, :, None, None]
-    return x - s * v
 
 
 @dataclass

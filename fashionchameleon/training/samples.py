@@ -33,7 +33,7 @@ def generate_clip(model, preset, cond, frames: int, stage: str, generator: torch
 
 @torch.no_grad()
 def write_sample(trainer, codec, step: int) -> None:
-    from ..streaming.video import write_mp4
+    from ..media import write_mp4
     from .objectives import conditions_of
 
     model = trainer.ema

@@ -1,13 +1,19 @@
-"""Input images: any size, RGBA, grayscale, 16-bit, EXIF rotation; clear errors for everything else.
+"""Image and video I/O shared by every layer (data, streaming, app, CLIs).
 
-The person image is resized and centre-cropped (it is a frame of the video); the garment image is padded
-on white to a square (it is a product photo) and resized.
+Images: any size, RGBA, grayscale, 16-bit, EXIF rotation; clear errors for everything else, and a pixel
+limit checked from the header before anything is decoded. The person image is resized and centre-cropped (it
+is a frame of the video); the garment image is padded on white to the frame's aspect (a product photo).
+
+Video: H.264 through PyAV, whole mp4 files (written under a temporary name, renamed when complete) and the
+short chunk files a streaming player consumes (each starts on a keyframe).
 """
 
 from __future__ import annotations
 
 import io
 import os
+import warnings
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +44,10 @@ def load_image(src, name: str | None = None) -> np.ndarray:
     else:
         raise InputImageError(f"{label}: unsupported input type {type(src).__name__}")
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with warnings.catch_warnings():     # Pillow warns on large headers; the limit below is ours
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+        with im:
             w, h = im.size
             if w * h > MAX_PIXELS:
                 raise InputImageError(f"{label}: {w}x{h} pixels is too large (limit {MAX_PIXELS:,}; "
@@ -116,3 +125,80 @@ def fit_garment(img: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     canvas = Image.new("RGB", (w, h), (255, 255, 255))
     canvas.paste(im, ((w - nw) // 2, (h - nh) // 2))
     return np.asarray(canvas, dtype=np.uint8)
+
+
+# -- video -------------------------------------------------------------------------------------------------------
+
+AI_LABEL = "AI-generated with FashionChameleon"
+
+
+def _even(frames: np.ndarray) -> np.ndarray:
+    h, w = frames.shape[1:3]
+    return frames[:, : h - h % 2, : w - w % 2]
+
+
+def upscale(frames: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour upscaling (crisp pixels, no blur) of (T, H, W, 3) frames."""
+    if factor <= 1:
+        return frames
+    return frames.repeat(factor, axis=1).repeat(factor, axis=2)
+
+
+def write_mp4(frames: np.ndarray, path: str | os.PathLike, fps: float = 16, crf: int = 18,
+              metadata: dict[str, str] | None = None) -> Path:
+    """Write uint8 (T, H, W, 3) frames as H.264 mp4; the file appears only when complete."""
+    import av
+
+    path = Path(path)
+    frames = _even(np.asarray(frames, dtype=np.uint8))
+    if frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
+        raise ValueError(f"expected (T, H, W, 3) uint8 frames, got {frames.shape}")
+    tmp = path.with_name(f".{path.name}.partial.mp4")
+    try:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            for k, v in {"comment": AI_LABEL, **(metadata or {})}.items():
+                container.metadata[k] = v
+            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+            stream.width, stream.height = frames.shape[2], frames.shape[1]
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": str(crf), "preset": "veryfast"}
+            for f in frames:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def encode_segment(frames: np.ndarray, fps: float, path: str | os.PathLike | None = None, crf: int = 20,
+                   container_format: str = "mpegts") -> bytes:
+    """One self-contained H.264 segment (starts on a keyframe) for a streaming player; also written to
+    ``path`` when given. Returns the encoded bytes."""
+    import io
+
+    import av
+
+    frames = _even(np.asarray(frames, dtype=np.uint8))
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format=container_format) as container:
+        container.metadata["comment"] = AI_LABEL
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "ultrafast", "tune": "zerolatency",
+                          "g": str(max(1, len(frames))), "keyint_min": "1"}
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    data = buf.getvalue()
+    if path is not None:
+        tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return data

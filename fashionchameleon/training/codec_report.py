@@ -11,19 +11,7 @@ import numpy as np
 import torch
 
 from ..data.datasets import to_tensor_video, to_uint8
-from ..data.world import make_sample
-
-
-def parse_seeds(text: str) -> list[int]:
-    """'A-B' (inclusive) or 'A,B,C'."""
-    text = str(text).strip()
-    if "-" in text and "," not in text:
-        a, b = text.split("-")
-        a, b = int(a), int(b)
-        if b < a:
-            raise ValueError(f"empty seed range {text}")
-        return list(range(a, b + 1))
-    return [int(s) for s in text.split(",") if s]
+from ..data.world import make_sample, parse_seeds
 
 
 def _psnr(mse: float) -> float:
@@ -31,13 +19,15 @@ def _psnr(mse: float) -> float:
 
 
 @torch.no_grad()
-def codec_report(codec, seeds: str | list[int], out: Path | None = None, num_frames: int = 33) -> str:
+def codec_report(codec, seeds: str | list[int], out: Path | None = None, num_frames: int = 33,
+                 size: int | tuple[int, int] = 128, version: int = 1) -> str:
+    """The report as JSON text (``size`` / ``version``: the world the clips come from, v1 128x128 by default)."""
     seeds = parse_seeds(seeds) if isinstance(seeds, str) else list(seeds)
     per_clip, per_pattern = [], {}
     first_mse, last_mse = [], []
     sheet_rows = []
     for k, seed in enumerate(seeds):
-        s = make_sample(seed, num_frames=num_frames)
+        s = make_sample(seed, num_frames=num_frames, size=size, version=version)
         video = to_tensor_video(s.clip.frames)[None]
         z = codec.encode(video)
         dec = codec.stream_decoder()
@@ -54,10 +44,11 @@ def codec_report(codec, seeds: str | list[int], out: Path | None = None, num_fra
             sheet_rows.append(np.concatenate([np.concatenate([s.clip.frames[i], rec[i]], 0) for i in idx], 1))
     per_clip = np.array(per_clip)
     worst = np.sort(per_clip)[-max(1, len(per_clip) // 10):]
-    h, w = 128, 128
+    h, w = s.clip.frames.shape[1:3]
     ratio = (num_frames * h * w * 3) / (z.shape[1] * z.shape[2] * z.shape[3] * z.shape[4])
     report = {
         "seeds": f"{seeds[0]}-{seeds[-1]}", "clips": len(seeds), "frames_per_clip": num_frames,
+        **({"world_version": version, "size": list(size)} if version != 1 else {}),
         "psnr": _psnr(per_clip.mean()),
         "psnr_per_pattern": {p: _psnr(float(np.mean(v))) for p, v in sorted(per_pattern.items())},
         "psnr_worst_decile": _psnr(float(worst.mean())),

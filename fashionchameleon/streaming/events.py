@@ -1,11 +1,12 @@
-"""Sessions: one per user. A thread-safe (or cross-process) event channel feeds switch / prompt / stop
-events into the streaming loop; events apply between blocks, a stop lands within one denoising step, and
-every event is logged with the frame at which it took effect.
+"""Events and the channels that carry them into a streaming session: switch / prompt / stop events apply
+between blocks, a stop lands within one denoising step, and every event is logged with the frame at which it
+took effect.
 
 Channels:
-* ``LocalChannel`` -- in-process, thread-safe (the app's default on CPU/GPU machines);
-* ``DirChannel`` -- a folder used as a mailbox, for a generator running in another process (ZeroGPU forks
-  the generating function into a child process, where an in-process queue would not reach it).
+* ``LocalChannel`` -- in-process, thread-safe (a session's default);
+* ``DirChannel`` -- a folder used as a mailbox, for a generator running in another process (the app uses it:
+  on ZeroGPU the generating function runs in a forked child process, where an in-process queue would not
+  reach it).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class EventRecord:
     kind: str
     label: str
     posted_at: float
-    status: str = "pending"         # pending | applied | skipped
+    status: str = "pending"         # pending | applied | skipped | cancelled (the run stopped before showing it)
     applied_at: float | None = None
     block: int | None = None        # the block that first shows the event's effect
     frame: int | None = None        # the first video frame of that block
@@ -111,7 +112,8 @@ class DirChannel:
         return events
 
     def stop_requested(self) -> bool:
-        return (self.path / "STOP").exists()
+        # a mailbox removed under the run (its page closed) means nobody is watching: stop too
+        return (self.path / "STOP").exists() or not self.path.is_dir()
 
     def close(self) -> None:
         import shutil
