@@ -40,6 +40,18 @@ def test_eval_json_contract(micro_assets, tmp_path):
     long = out["per_case"]["long"]
     assert len(long) == 3 and len(long[0]["motion_curve"]) == 2           # 120 frames = two 50-frame windows
     assert out["motion_min"] == min(min(r["motion_curve"]) for r in long)
+    # ten switches in a row for every variant evaluated: means of the per-case drifts, full's is identity_drift
+    ten = out["per_case"]["ten_switches"]
+    assert set(out["identity_drift_by_variant"]) == set(ten) == {"full", "naive", "restart"}
+    for v, rows in ten.items():
+        assert [r["seed"] for r in rows] == [500000, 500001, 500002] and len(rows[0]["outside_curve"]) == 10
+        for r in rows:
+            assert abs(r["identity_drift"] - (r["outside_curve"][0] - r["outside_curve"][-1])) < 1e-9
+        assert abs(out["identity_drift_by_variant"][v] - sum(r["identity_drift"] for r in rows) / 3) < 1e-9
+    assert out["identity_drift"] == out["identity_drift_by_variant"]["full"]
+    assert [r["identity_drift"] for r in long] == [r["identity_drift"] for r in ten["full"]]
+    assert set(out["background_drift_by_variant"]) == set(ten) and set(out["ten_switch_paired"]) == {"naive", "restart"}
+    assert (tmp_path / "rep" / "ten_switches.png").exists()
     (tmp_path / "a.json").write_text(json.dumps(out))
     cmp, err = run_cli("compare", str(tmp_path / "a.json"), str(tmp_path / "a.json"), "--json")
     assert cmp["cases_a"] == cmp["cases_b"] == cmp["cases_long"] == 3 and "95% interval" in err

@@ -11,8 +11,8 @@ import torch
 
 from fashionchameleon.data.world import make_sample
 from fashionchameleon.model import causal
-from fashionchameleon.streaming.rescheduler import KVRescheduler, SwitchPolicy, variant_policy
-from fashionchameleon.streaming.session import DirChannel, Event
+from fashionchameleon.streaming.rescheduler import VARIANTS, KVRescheduler, SwitchPolicy, variant_policy
+from fashionchameleon.streaming.events import DirChannel, Event
 
 
 @pytest.fixture(scope="module")
@@ -198,9 +198,93 @@ def test_rescheduler_leaves_exactly_what_it_should(micro_generator, images):
     torch.testing.assert_close(s.cache.keys["prefix"][1], fresh.keys["prefix"][1])
 
 
+@torch.no_grad()
+def test_named_variants_do_what_their_names_say(micro_generator, images):
+    """By value: `no_refresh` keeps the garment latent (and re-prefills the same prefix), `restart` empties
+    sink and history, `withdraw_sink=False` keeps the sink bit for bit, `no_withdraw` keeps all history."""
+    person, garment, other, _ = images
+    gen = micro_generator
+    new_img = torch.from_numpy(gen.garment_image(other).copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+
+    def switched(policy):
+        s = gen.session(person, garment, "wave", seed=1)
+        it = iter(s)
+        for _ in range(4):
+            next(it)
+        s._commit_pending()
+        before = _state(s.cache)
+        last = torch.from_numpy(s.last_frame.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+        res = KVRescheduler(gen.model, gen.codec, policy).switch(
+            s.cache, reference=s.reference, garment=s.garment, new_garment_image=new_img, last_frame=last,
+            recent_latents=s.recent, text=s.text, original_reference=s.original_reference)
+        return s, before, res
+
+    s, before, res = switched(variant_policy("no_refresh", 3))
+    assert torch.equal(res.garment, s.garment)
+    s, before, res = switched(variant_policy("restart"))
+    assert s.cache.frames("sink") == 0 and s.cache.frames("history") == 0 and s.cache.frames("prefix") == 2
+    s, before, res = switched(variant_policy("full", 3, withdraw_sink=False))
+    assert s.cache.frames("sink") == 3
+    assert all(torch.equal(a, b) for a, b in zip(before["sink"], _state(s.cache)["sink"]))
+    assert not torch.equal(res.garment, s.garment)
+    s, before, res = switched(variant_policy("no_withdraw", 3))
+    assert all(torch.equal(a, b) for seg in ("sink", "history") for a, b in zip(before[seg], _state(s.cache)[seg]))
+
+
+@torch.no_grad()
+def test_reference_mix_blends_the_rebuilt_reference_with_the_original(micro_generator, images):
+    person, garment, other, _ = images
+    gen = micro_generator
+    new_img = torch.from_numpy(gen.garment_image(other).copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    s = gen.session(person, garment, "wave", seed=1)
+    it = iter(s)
+    next(it), next(it)
+    last = torch.from_numpy(s.last_frame.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    res = KVRescheduler(gen.model, gen.codec, SwitchPolicy(keep_recent=0, reference_mix=0.25)).switch(
+        s.cache, reference=s.reference, garment=s.garment, new_garment_image=new_img, last_frame=last,
+        recent_latents=s.recent, text=s.text, original_reference=s.original_reference)
+    torch.testing.assert_close(res.reference, 0.25 * gen.codec.encode_image(last) + 0.75 * s.original_reference)
+    assert not torch.allclose(res.reference, s.original_reference)
+
+
+@torch.no_grad()
+def test_reanchor_puts_the_original_reference_back_after_the_switch_has_landed(micro_generator, images):
+    """`full` rebuilds the reference from the last frame at the switch (as the paper does), then, from the
+    ``reanchor_after``-th block on, the prefix is [original reference, new garment] again, history kept."""
+    person, garment, other, _ = images
+    gen = micro_generator
+    for after in (1, 2):
+        s = gen.session(person, garment, "wave", seed=2, variant="full", num_frames=12 * 8)
+        assert s.policy.reanchor_after == 1        # the streaming config's default
+        s.policy = variant_policy("full", 3, True, reanchor_after=after)
+        prefixes, history = [], []
+        for chunk in s:
+            prefixes.append((s.reference.clone(), s.cache.keys["prefix"][0].clone()))
+            history.append(s.cache.frames("history") + s.cache.frames("sink"))
+            if chunk.index == 1:
+                s.post_switch(other)
+        switched = 2
+        rebuilt = prefixes[switched][0]
+        assert not torch.equal(rebuilt, s.original_reference)            # disentangled at the switch
+        for k in range(switched, switched + after):
+            assert torch.equal(prefixes[k][0], rebuilt)
+        back = switched + after
+        assert torch.equal(prefixes[back][0], s.original_reference)       # ... and re-anchored
+        fresh = causal.new_cache(gen.model, s.reference.shape[-2:], s.cache.policy)
+        causal.prefill(gen.model, fresh, torch.cat([s.original_reference, s.garment], 2), s.text)
+        torch.testing.assert_close(prefixes[back][1], fresh.keys["prefix"][0])
+        assert history[back] >= history[back - 1]                           # the re-anchor withdraws nothing
+    # the paper's recipe never re-anchors
+    s = gen.session(person, garment, "wave", seed=2, variant="paper", num_frames=12 * 6)
+    for chunk in s:
+        if chunk.index == 1:
+            s.post_switch(other)
+    assert not torch.equal(s.reference, s.original_reference)
+
+
 def test_every_variant_streams_through_ten_switches(micro_generator, images):
     person, garment, b, c = images
-    for variant in ("full", "paper", "no_refresh", "no_withdraw", "no_disentangle", "naive", "restart"):
+    for variant in VARIANTS:
         s = micro_generator.session(person, garment, seed=0, variant=variant, num_frames=12 * 12)
         mem = []
         for chunk in s:
@@ -211,7 +295,7 @@ def test_every_variant_streams_through_ten_switches(micro_generator, images):
 
 
 def _post_from_child(path):
-    code = ("import numpy as np; from fashionchameleon.streaming.session import DirChannel, Event;"
+    code = ("import numpy as np; from fashionchameleon.streaming.events import DirChannel, Event;"
             f"c = DirChannel({str(path)!r}); c.post(Event('switch', np.full((8, 8, 3), 7, np.uint8), 'child'));"
             "c.post(Event('stop'))")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

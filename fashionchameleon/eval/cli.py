@@ -5,7 +5,9 @@
 Prints a table on stderr, writes a Markdown report with plots to ``--out``, and with ``--json`` one line of
 JSON on stdout: rows (protocol a), rows_free (protocol b), paired intervals of row - full, cases, seeds,
 checkpoint_sha, per_case (every case's metrics by protocol, for ``compare``), and with ``--long``
-drift_ratio, motion_min (the smallest windowed motion amplitude ratio of any long run) and identity_drift.
+drift_ratio, motion_min (the smallest windowed motion amplitude ratio of any long run), identity_drift
+(``full``), identity_drift_by_variant and background_drift_by_variant (ten switches in a row, every variant
+evaluated, dB), ten_switch_rows and ten_switch_paired (see ``long_runs``).
 NaN is written as null.
 """
 
@@ -38,9 +40,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None, help="report folder (Markdown + PNG plots)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--real", type=Path, default=None, metavar="DIR",
+                   help="RealBench instead: real person and garment photos in DIR (see eval/realbench.py)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "real", None) is not None:     # RealBench: real photos, no ground-truth video
+        from .realbench import run_cli
+
+        return run_cli(args)
     import dataclasses
 
     import torch
@@ -48,10 +56,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..streaming.generator import DEFAULT_CHECKPOINT, StreamingGenerator
     from ..streaming.rescheduler import VARIANTS
-    from .codec_report import parse_seeds
+    from ..data.world import is_heldout, parse_seeds
     from .compare import paired
-    from .switchbench import (METRICS, case_metrics, ground_truth, identity_drift, long_run, make_case, nan_to_none,
-                              stream_case)
+    from .switchbench import METRICS, case_metrics, ground_truth, make_case, nan_to_none, stream_case, world_of
 
     torch.set_num_threads(args.threads)
     seeds = parse_seeds(args.seeds)
@@ -66,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --long-frames must be at least 100 (the drift baseline is frames 50-100), got {args.long_frames}",
               file=sys.stderr)
         return 2
-    train_seeds = [s for s in seeds if s < 500_000]
+    train_seeds = [s for s in seeds if not is_heldout(s)]
     if train_seeds:
         print(f"note: {len(train_seeds)} seeds are training seeds (use them only for tuning)", file=sys.stderr)
     gen = StreamingGenerator.from_pretrained(args.checkpoint or DEFAULT_CHECKPOINT, args.codec)
@@ -91,11 +98,11 @@ def run(args: argparse.Namespace) -> int:
     bar = tqdm(total=len(seeds) * len(variants) * len(protocols), desc="switchbench", unit="run", file=sys.stderr)
     for seed in seeds:
         case = make_case(seed)
-        gt = ground_truth(seed, case, gen.resolution[1])
+        gt = ground_truth(seed, case, world_of(gen))
         for p in protocols:
             for v in variants:
                 frames, applied = stream_case(gen, gt, case, v, primed=p == "a")
-                truth = gt if applied == case.switch_frames else ground_truth(seed, case, gen.resolution[1], applied)
+                truth = gt if applied == case.switch_frames else ground_truth(seed, case, world_of(gen), applied)
                 m = case_metrics(frames, truth, primed=p == "a")
                 if p == "a":
                     curves[v].append(m.pop("_leakage_curve"))
@@ -124,12 +131,9 @@ def run(args: argparse.Namespace) -> int:
             if v != "full":
                 out["paired"][v] = {m: r["diff_ci"] for m, r in paired(results["a"]["full"], rows, METRICS)[0].items()}
     if args.long:
-        runs = [{"seed": s, **long_run(gen, s, args.long_frames), "identity_drift": identity_drift(gen, s)}
-                for s in tqdm(seeds, desc="long runs and ten switches", file=sys.stderr)]
-        out["drift_ratio"] = float(np.nanmean([r["drift_ratio"] for r in runs]))
-        out["motion_min"] = float(np.nanmin([r["motion_min"] for r in runs]))
-        out["identity_drift"] = float(np.nanmean([r["identity_drift"] for r in runs]))
-        out["per_case"]["long"] = runs
+        summary, per_case = long_runs(gen, seeds, variants, args.long_frames)
+        out.update(summary)
+        out["per_case"].update(per_case)
     print_table(out, file=sys.stderr)
     if args.out is not None:
         from .report import write_report
@@ -139,6 +143,49 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(nan_to_none(out)))
     return 0
+
+
+TEN_SWITCH_METRICS = ("identity_drift", "background_drift", "garment_color_error", "leakage",
+                      "motion_discontinuity")
+
+
+def long_runs(gen, seeds: list[int], variants: list[str], frames: int) -> tuple[dict, dict]:
+    """1,000-frame drift (``full``) and ten switches in a row for every variant (``full`` always), per seed.
+
+    Keys: drift_ratio, motion_min, identity_drift (``full``), identity_drift_by_variant and
+    background_drift_by_variant (dB, means over seeds), ten_switch_rows (means of TEN_SWITCH_METRICS),
+    ten_switch_paired (95% intervals of variant - full); and the per-case rows (long, ten_switches)."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from .compare import paired
+    from .switchbench import long_run, ten_switch_case, ten_switches, world_of
+
+    variants = ["full"] + [v for v in variants if v != "full"]
+    runs, ten = [], {v: [] for v in variants}
+    for s in tqdm(seeds, desc="long runs and ten switches", file=sys.stderr):
+        case_and_truth = ten_switch_case(s, world_of(gen))
+        for v in variants:
+            r = ten_switches(gen, s, v, case_and_truth=case_and_truth)
+            ten[v].append({"seed": s, "identity_drift": r["identity_drift"], "background_drift": r["background_drift"],
+                           **{m: r["metrics"][m] for m in TEN_SWITCH_METRICS[2:]},
+                           "outside_curve": r["outside_curve"], "background_curve": r["background_curve"]})
+        runs.append({"seed": s, **long_run(gen, s, frames), "identity_drift": ten["full"][-1]["identity_drift"]})
+
+    def mean(rows, m):
+        vals = [r[m] for r in rows if r[m] is not None and np.isfinite(r[m])]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    rows = {v: {m: mean(r, m) for m in TEN_SWITCH_METRICS} for v, r in ten.items()}
+    summary = {"drift_ratio": float(np.nanmean([r["drift_ratio"] for r in runs])),
+            "motion_min": float(np.nanmin([r["motion_min"] for r in runs])),
+            "identity_drift": rows["full"]["identity_drift"],
+            "identity_drift_by_variant": {v: r["identity_drift"] for v, r in rows.items()},
+            "background_drift_by_variant": {v: r["background_drift"] for v, r in rows.items()},
+            "ten_switch_rows": rows,
+            "ten_switch_paired": {v: {m: r["diff_ci"] for m, r in paired(ten["full"], ten[v], TEN_SWITCH_METRICS)[0].items()}
+                                  for v in variants if v != "full"}}
+    return summary, {"long": runs, "ten_switches": ten}
 
 
 def print_table(out: dict, file=sys.stderr) -> None:
@@ -163,3 +210,11 @@ def print_table(out: dict, file=sys.stderr) -> None:
     for k in ("drift_ratio", "motion_min", "identity_drift"):
         if k in out:
             print(f"{k}: {out[k]:.3f}", file=file)
+    if out.get("ten_switch_rows"):
+        print(f"\nten switches in a row [{out['cases']} cases]:", file=file)
+        print(f"{'row':16s}" + "".join(f"{m[:14]:>16s}" for m in TEN_SWITCH_METRICS), file=file)
+        for v, r in out["ten_switch_rows"].items():
+            print(f"{v:16s}" + "".join(f"{r[m]:16.3f}" for m in TEN_SWITCH_METRICS), file=file)
+        print("paired 95% intervals of (row - full):", file=file)
+        for v, r in out["ten_switch_paired"].items():
+            print(f"{v:16s}" + "".join(f"{'[%.2f,%.2f]' % tuple(r[m]):>16s}" for m in TEN_SWITCH_METRICS), file=file)

@@ -39,6 +39,27 @@ def plot_long_runs(runs: list[dict], path: Path, window: int = 50) -> None:
     plt.close(fig)
 
 
+def plot_ten_switches(ten: dict[str, list[dict]], path: Path) -> None:
+    """Mean outside PSNR and background-only PSNR after each of ten switches, one line per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, key, title in ((axes[0], "outside_curve", "outside the garment (person + scene)"),
+                           (axes[1], "background_curve", "static background only")):
+        for v, rows in ten.items():
+            curve = np.nanmean(np.array([r[key] for r in rows], dtype=float), 0)
+            ax.plot(np.arange(1, len(curve) + 1), curve, marker="o", ms=3, label=v, lw=2 if v == "full" else 1)
+        ax.set(xlabel="switch", ylabel="PSNR vs ground truth (dB)", title=title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_report(out: Path, result: dict, curves: dict, examples: dict, gen, command: str) -> None:
     import matplotlib
 
@@ -91,6 +112,16 @@ def write_report(out: Path, result: dict, curves: dict, examples: dict, gen, com
     if result.get("per_case", {}).get("long"):
         plot_long_runs(result["per_case"]["long"], out / "long_runs.png")
         lines += ["", "![long runs](long_runs.png)"]
+    if result.get("ten_switch_rows"):
+        cols = list(next(iter(result["ten_switch_rows"].values())))
+        lines += ["", "## Ten switches in a row (drifts: dB lost from the 1st to the 10th switch)", ""]
+        lines += _table(result["ten_switch_rows"], cols)
+        lines += ["", "Paired 95% intervals of (row - full):", "", "| row | " + " | ".join(cols) + " |",
+                  "|---|" + "---|" * len(cols)]
+        for v, r in result["ten_switch_paired"].items():
+            lines.append(f"| {v} | " + " | ".join(f"[{a:.2f}, {b:.2f}]" for a, b in (r[m] for m in cols)) + " |")
+        plot_ten_switches(result["per_case"]["ten_switches"], out / "ten_switches.png")
+        lines += ["", "![ten switches](ten_switches.png)"]
     lines += ["", "![leakage](leakage_curves.png)", "",
               "Worst cases (highest colour error) for full / naive / restart: frames F-2, F-1, F, F+1, F+4, F+8, F+15 "
               "around the switch at F, in `worst/`."]

@@ -9,6 +9,9 @@ rescheduling variant under two protocols:
 Metrics (see ``metrics.py``) are computed over the 16 frames after each switch (leakage over frames 8-16),
 averaged over a case's switches, then over cases; rows are compared with ``full`` by paired 95% bootstrap
 intervals (protocol a).
+
+The ground truth comes from the world the generator's preset was trained on (``world_of(gen)``: its
+``world_version`` and ``world_size``; v1 renders squares, v2 portrait (width, height) frames).
 """
 
 from __future__ import annotations
@@ -32,6 +35,30 @@ LOWER_IS_BETTER = {"garment_color_error": True, "texture_score": False, "leakage
 
 def block_starts(n: int, first: int = 9, block: int = 12) -> list[int]:
     return [0] + list(range(first, n, block))
+
+
+@dataclass(frozen=True)
+class World:
+    """Which synthetic world renders a case's ground truth, at which size (v1: a square side; v2: (w, h))."""
+
+    version: int = 1
+    size: int | tuple[int, int] = 128
+
+
+def world_of(gen) -> World:
+    """The world of a generator's preset (the one its model was trained on)."""
+    return World(gen.preset.world_version, gen.preset.world_size)
+
+
+def as_world(world: "World | int") -> World:
+    """An int is v1's square size (what callers passed before world v2)."""
+    return world if isinstance(world, World) else World(1, int(world))
+
+
+def frame_size(spec, frames: np.ndarray) -> int | tuple[int, int]:
+    """The renderers' ``size`` for frames (..., H, W, 3) of ``spec``'s world: v2 takes (width, height)."""
+    h, w = frames.shape[-3:-1]
+    return (w, h) if getattr(spec, "version", 1) == 2 else h
 
 
 @dataclass
@@ -91,11 +118,13 @@ def stream_case(gen, gt, case: Case, variant: str, primed: bool, seed: int = 0) 
     return frames, applied
 
 
-def ground_truth(seed: int, case: Case, size: int, applied: list[int] | None = None):
-    """The exact ground truth of a case (switches at the frames where they took effect)."""
+def ground_truth(seed: int, case: Case, world: World | int, applied: list[int] | None = None):
+    """The exact ground truth of a case (switches at the frames where they took effect) in ``world`` (an int:
+    world v1 at that square size)."""
+    world = as_world(world)
     frames = applied or case.switch_frames
     return make_switch_sample(seed, switches=len(frames), num_frames=case.num_frames, switch_frames=list(frames),
-                              size=size)
+                              size=world.size, version=world.version)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -119,7 +148,7 @@ def garment_region(frames: np.ndarray, person: np.ndarray, garments: list[Garmen
 def free_running_leakage(frames: np.ndarray, spec, new: Garment, old: Garment) -> np.ndarray:
     """Protocol (b) leakage per frame of a generated clip of ``spec``'s person and scene: the garment region
     found from the renderer's record, 0 = it shows ``new``, 1 = it still shows ``old``."""
-    person = M.person_masks(frames, render_background(spec, frames.shape[1]))
+    person = M.person_masks(frames, render_background(spec, frame_size(spec, frames)))
     region = garment_region(frames, person, [new, old], scene_colors(spec))
     return M.leakage_per_frame(frames, region, new.palette, old.palette)
 
@@ -128,8 +157,7 @@ def case_metrics(frames: np.ndarray, gt, primed: bool) -> dict[str, float]:
     """Mean over the case's switches of every metric (NaN where a protocol does not define it). ``gt`` is the
     ground truth with its switches where the stream's took effect."""
     spec = gt.spec
-    size = frames.shape[1]
-    bg = render_background(spec, size)
+    bg = render_background(spec, frame_size(spec, frames))
     gen_person = M.person_masks(frames, bg)
     gt_person = gt.clip.person_masks
     static = ~M.dilate(gen_person.any(0) | gt_person.any(0), 3)
@@ -178,8 +206,9 @@ def long_run(gen, seed: int, frames: int = 1000, stream_seed: int = 0, window: i
     (below 0.5 the person froze somewhere); plus both per-window curves."""
     if frames < max(100, window):
         raise ValueError(f"a long run needs at least {max(100, window)} frames, got {frames}")
-    size = gen.resolution[1]
-    gt = make_switch_sample(seed, switches=1, num_frames=48, switch_frames=[24], size=size)
+    world = world_of(gen)
+    size = world.size
+    gt = make_switch_sample(seed, switches=1, num_frames=48, switch_frames=[24], size=size, version=world.version)
     session = gen.session(gt.reference, gt.garment_images[0], gt.prompt, seed=stream_seed, num_frames=frames)
     with session:
         video = np.concatenate([chunk.frames for chunk in session])[:frames]
@@ -196,20 +225,42 @@ def long_run(gen, seed: int, frames: int = 1000, stream_seed: int = 0, window: i
             "color_curve": [float(np.nanmean(color[a:a + window])) for a in starts], "motion_curve": motion}
 
 
-def identity_drift(gen, seed: int, variant: str = "full", stream_seed: int = 0) -> float:
-    """Ten switches in a row (protocol a, every 24 frames): outside PSNR after the first switch minus after
-    the tenth -- how much identity and background erode over repeated switches."""
-    case = make_case(seed, switches=10, spacing=24)
-    gt = make_switch_sample(seed, switches=10, num_frames=case.num_frames, switch_frames=case.switch_frames,
-                            size=gen.resolution[1])
+def ten_switch_case(seed: int, world: World | int, switches: int = 10):
+    """The case (switches every 24 frames) and its ground truth in ``world`` (an int: v1 at that size);
+    render once, stream every variant."""
+    case = make_case(seed, switches=switches, spacing=24)
+    return case, ground_truth(seed, case, world)
+
+
+def ten_switches(gen, seed: int, variant: str = "full", stream_seed: int = 0, case_and_truth=None) -> dict:
+    """Ten switches in a row (protocol a, every 24 frames) and what they do to the person and the scene.
+
+    Per switch k, over the 16 frames after it: ``outside_curve`` is the outside PSNR (identity, background
+    and pose together), ``background_curve`` the PSNR of the static background only (pixels that neither the
+    true person touches in those frames), which separates erosion of the scene from
+    honest divergence of the motion. ``identity_drift`` / ``background_drift``: the first value minus the
+    last. Plus the SwitchBench metrics averaged over the ten switches (``metrics``)."""
+    world = world_of(gen)
+    case, gt = case_and_truth or ten_switch_case(seed, world)
     frames, applied = stream_case(gen, gt, case, variant, primed=True, seed=stream_seed)
-    gt = ground_truth(seed, case, gen.resolution[1], applied)
-    first, last = applied[0], applied[-1]
-    p1 = M.outside_psnr(frames[first:first + WINDOW], gt.clip.frames[first:first + WINDOW],
-                        gt.clip.garment_masks[first:first + WINDOW])
-    p10 = M.outside_psnr(frames[last:last + WINDOW], gt.clip.frames[last:last + WINDOW],
-                         gt.clip.garment_masks[last:last + WINDOW])
-    return p1 - p10
+    if applied != case.switch_frames:
+        gt = ground_truth(seed, case, world, applied)
+    outside, background = [], []
+    for f in applied:
+        w = slice(f, f + WINDOW)
+        outside.append(M.outside_psnr(frames[w], gt.clip.frames[w], gt.clip.garment_masks[w]))
+        # the true person's region only: a generated person that eroded into the scene must count as error
+        static = ~M.dilate(gt.clip.person_masks[w].any(0), 3)
+        background.append(M.psnr(frames[w], gt.clip.frames[w], np.broadcast_to(static, frames[w].shape[:3])))
+    metrics = case_metrics(frames, gt, primed=True)
+    metrics.pop("_leakage_curve")
+    return {"identity_drift": outside[0] - outside[-1], "background_drift": background[0] - background[-1],
+            "outside_curve": outside, "background_curve": background, "metrics": metrics}
+
+
+def identity_drift(gen, seed: int, variant: str = "full", stream_seed: int = 0) -> float:
+    """Outside PSNR after the first of ten switches minus after the tenth (see ``ten_switches``)."""
+    return ten_switches(gen, seed, variant, stream_seed)["identity_drift"]
 
 
 def nan_to_none(x):

@@ -25,11 +25,12 @@ import numpy as np
 import torch
 
 from ..config import Preset, StreamConfig, get_preset
+from ..media import fit_garment, fit_person, load_image
 from ..model import causal
 from ..model.kv_cache import WindowPolicy
-from .preprocess import fit_garment, fit_person, load_image
+from ..model.schedule import stream_sigmas
+from .events import Event, EventLog, LocalChannel
 from .rescheduler import KVRescheduler, variant_policy
-from .session import Event, EventLog, LocalChannel
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 DEFAULT_CHECKPOINT = ASSETS / "checkpoints" / "tiny"
@@ -138,7 +139,8 @@ class Session:
         self.gen = gen
         cfg = gen.preset.stream
         self.stream_cfg = cfg
-        self.policy = variant_policy(variant, cfg.keep_recent, cfg.withdraw_sink)
+        self.policy = variant_policy(variant, cfg.keep_recent, cfg.withdraw_sink, cfg.reanchor_after,
+                                     cfg.reference_mix)
         self.variant = variant
         self.rescheduler = KVRescheduler(gen.model, gen.codec, self.policy)
         self.channel = channel or LocalChannel()
@@ -155,10 +157,12 @@ class Session:
         garment_img = gen.garment_image(garment)
         self.garment_label = garment_label
         self.reference = gen.encode_image(self.person)
+        self.original_reference = self.reference    # what re-anchoring and blending return to
+        self.reanchor_at: int | None = None         # block at which the original reference goes back
         self.garment = gen.encode_image(garment_img)
         h, w = self.reference.shape[-2:]
         self.cache = causal.new_cache(gen.model, (h, w), WindowPolicy(cfg.sink_frames, cfg.window_frames))
-        self.sigmas = self._sigmas()
+        self.sigmas = stream_sigmas(cfg)
         with torch.no_grad():
             causal.prefill(gen.model, self.cache, torch.cat([self.reference, self.garment], 2), self.text)
         self.decoder = gen.codec.stream_decoder()
@@ -170,12 +174,6 @@ class Session:
         self.closed = False
         self.stopped = False
         self._block_starts: collections.deque[float] = collections.deque(maxlen=256)
-
-    def _sigmas(self) -> torch.Tensor:
-        from ..training.flow import shift_sigma
-
-        t = torch.tensor(self.stream_cfg.denoise_timesteps, dtype=torch.float32) / 1000.0
-        return shift_sigma(t, self.stream_cfg.timestep_shift)
 
     # -- events -----------------------------------------------------------------------------------------------------
     def post_switch(self, garment, label: str | None = None) -> str:
@@ -238,14 +236,15 @@ class Session:
     def _apply_events(self) -> tuple[list, float]:
         events = self.channel.drain()
         applied, t_resched = [], 0.0
-        switches = [e for e in events if e.kind == "switch"]
         records = {e.id: self.log.add(e) for e in events}
         now = time.time()
+        if self.channel.stop_requested() or any(e.kind == "stop" for e in events):
+            self._log_stop(list(records.values()), now)
+            return [], 0.0
+        switches = [e for e in events if e.kind == "switch"]
         for e in events:
             rec = records[e.id]
-            if e.kind == "stop":
-                self.stopped = True
-            elif e.kind == "prompt":
+            if e.kind == "prompt":
                 self.prompt, self.text = e.payload, self.gen.embed_prompt(e.payload)
                 with torch.no_grad():
                     causal.prefill(self.gen.model, self.cache, torch.cat([self.reference, self.garment], 2), self.text)
@@ -257,8 +256,11 @@ class Session:
                     self.cache, reference=self.reference, garment=self.garment,
                     new_garment_image=_to_tensor_image(e.payload, self.gen.device, torch.float32),
                     last_frame=None if self.last_frame is None else _to_tensor_image(self.last_frame, self.gen.device, torch.float32),
-                    recent_latents=self.recent, text=self.text)
+                    recent_latents=self.recent, text=self.text, original_reference=self.original_reference)
                 self.reference, self.garment = res.reference, res.garment
+                p = self.policy
+                self.reanchor_at = (self.block + p.reanchor_after
+                                    if p.reanchor_after and p.disentangle and not p.restart else None)
                 self.garment_label = e.label
                 t_resched += res.seconds
                 if self.policy.restart:
@@ -268,7 +270,27 @@ class Session:
             rec.latency_s = now - e.posted_at
             rec.blocks_waited = sum(1 for s in list(self._block_starts)[:-1] if s > e.posted_at)
             applied.append(rec.to_dict())
+        if self.reanchor_at is not None and self.block >= self.reanchor_at:
+            self.reanchor_at = None
+            self.reference = self.original_reference
+            t_resched += self.rescheduler.reanchor(self.cache, original_reference=self.reference,
+                                                   garment=self.garment, text=self.text)
         return applied, t_resched
+
+    def _log_stop(self, records: list, now: float) -> None:
+        """The run stops before the current block is shown: the stop is logged at this frame; events that
+        came with it never take effect (their block is never produced)."""
+        self.stopped = True
+        for e in self.channel.drain():
+            records.append(self.log.add(e))
+        if not any(r.kind == "stop" for r in records):     # the STOP mark (or a removed mailbox) without its event
+            records.append(self.log.add(Event("stop", label="stop", posted_at=now)))
+        for r in records:
+            if r.kind == "stop":
+                r.status, r.applied_at, r.block, r.frame = "applied", now, self.block, self.frame
+                r.latency_s = now - r.posted_at
+            else:
+                r.status = "cancelled"
 
     def __iter__(self):
         model = self.gen.model
@@ -282,7 +304,7 @@ class Session:
             self._commit_pending()
             t_commit = time.perf_counter() - t0
             applied, t_resched = self._apply_events()
-            if self.stopped or self.channel.stop_requested():
+            if self.stopped:
                 return
             t1 = time.perf_counter()
             noise = torch.randn((1, c, bf, h, w), generator=self.rng).to(self.gen.device, self.gen.dtype)
@@ -291,7 +313,9 @@ class Session:
                     x0 = causal.denoise_block(model, self.cache, noise, self.sigmas, self.text, generator=self.rng,
                                               should_stop=self.channel.stop_requested)
             except causal.StopRequested:
-                self.stopped = True
+                # what applied at this block is never shown: report it with the stop, not at a frame
+                self._log_stop([r for r in self.log.records if r.block == self.block and r.status == "applied"],
+                               time.time())
                 return
             t2 = time.perf_counter()
             self.uncommitted = x0

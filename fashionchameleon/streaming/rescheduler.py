@@ -28,23 +28,37 @@ class SwitchPolicy:
     withdraw_sink: bool = True    # the sink shows the old garment too
     disentangle: bool = True      # reference := last generated frame (decode -> last frame -> encode_image)
     restart: bool = False         # start a new generation from the last frame (nothing kept, decoder reset)
+    # Beyond the paper: a reference rebuilt from a generated frame carries that frame's errors, and ten
+    # switches compound them. Two ways to stop the compounding, both training-free:
+    reference_mix: float = 1.0    # rebuilt reference latent = mix * last frame + (1 - mix) * original reference
+    reanchor_after: int = 0       # blocks after a switch at which the original reference is put back (0: never)
 
 
-VARIANTS = ("full", "paper", "no_refresh", "no_withdraw", "no_disentangle", "naive", "restart")
+VARIANTS = ("full", "paper", "no_refresh", "no_withdraw", "no_disentangle", "naive", "restart",
+            "reanchor", "blend", "recent_only")
 
 
-def variant_policy(name: str, keep_recent: int = 3, withdraw_sink: bool = True) -> SwitchPolicy:
-    """Named variants; ``keep_recent``/``withdraw_sink`` come from the streaming config (tuned on training seeds)."""
-    full = SwitchPolicy(keep_recent=keep_recent, withdraw_sink=withdraw_sink)
+def variant_policy(name: str, keep_recent: int = 3, withdraw_sink: bool = True, reanchor_after: int = 1,
+                   reference_mix: float = 0.5) -> SwitchPolicy:
+    """Named variants. ``full`` is the project's default: the paper's three operations plus re-anchoring to
+    the original reference ``reanchor_after`` blocks after the switch (chosen on training seeds, see
+    MODEL_CARD). ``paper`` is the paper's exact recipe. ``keep_recent``/``withdraw_sink``/``reanchor_after``
+    come from the streaming config (tuned on training seeds)."""
+    paper = SwitchPolicy(keep_recent=0, withdraw_sink=True)
+    full = SwitchPolicy(keep_recent=keep_recent, withdraw_sink=withdraw_sink, reanchor_after=reanchor_after)
     table = {
         "full": full,
-        "paper": replace(full, keep_recent=0),
+        "paper": paper,
         "no_refresh": replace(full, refresh=False),
         "no_withdraw": replace(full, withdraw=False),
-        "no_disentangle": replace(full, disentangle=False),
+        "no_disentangle": replace(full, disentangle=False, reanchor_after=0),
         "naive": SwitchPolicy(refresh=True, withdraw=False, disentangle=False),
         "restart": SwitchPolicy(refresh=True, withdraw=True, keep_recent=0, withdraw_sink=True, disentangle=True,
                                 restart=True),
+        # candidates measured against each other (ten switches in a row, training seeds)
+        "reanchor": replace(paper, reanchor_after=reanchor_after),
+        "blend": replace(paper, reference_mix=reference_mix),
+        "recent_only": replace(paper, keep_recent=max(keep_recent, 3), disentangle=False),
     }
     if name not in table:
         raise ValueError(f"unknown variant {name!r}; choose one of {', '.join(VARIANTS)}")
@@ -66,13 +80,23 @@ class KVRescheduler:
         self.model, self.codec, self.policy = model, codec, policy
 
     @torch.no_grad()
+    def reanchor(self, cache: KVCache, *, original_reference: torch.Tensor, garment: torch.Tensor, text) -> float:
+        """Put the original reference back in the prefix (history kept): once a switch has landed, the history
+        carries the motion, and the reference only has to hold identity and scene. Returns seconds."""
+        t0 = time.perf_counter()
+        causal.prefill(self.model, cache, torch.cat([original_reference, garment], 2), text)
+        return time.perf_counter() - t0
+
+    @torch.no_grad()
     def switch(self, cache: KVCache, *, reference: torch.Tensor, garment: torch.Tensor, new_garment_image: torch.Tensor,
-               last_frame: torch.Tensor | None, recent_latents: torch.Tensor | None, text) -> SwitchResult:
+               last_frame: torch.Tensor | None, recent_latents: torch.Tensor | None, text,
+               original_reference: torch.Tensor | None = None) -> SwitchResult:
         """Reschedule ``cache`` for a new garment.
 
         reference / garment: the current prefix latents (b, C, 1, h, w); new_garment_image (b, 3, H, W) in
         [-1, 1]; last_frame (b, 3, H, W): the last decoded frame; recent_latents (b, C, n, h, w): the last
-        generated clean latents (for re-caching ``keep_recent`` of them). Returns the new prefix latents.
+        generated clean latents (for re-caching ``keep_recent`` of them); original_reference: the session's
+        first reference latent (for ``reference_mix`` < 1). Returns the new prefix latents.
         """
         t0 = time.perf_counter()
         p = self.policy
@@ -80,7 +104,10 @@ class KVRescheduler:
         if p.refresh:
             garment = self.codec.encode_image(new_garment_image).to(dtype)
         if p.disentangle and last_frame is not None:
-            reference = self.codec.encode_image(last_frame).to(dtype)
+            rebuilt = self.codec.encode_image(last_frame).to(dtype)
+            if p.reference_mix < 1.0 and original_reference is not None:
+                rebuilt = p.reference_mix * rebuilt + (1.0 - p.reference_mix) * original_reference
+            reference = rebuilt
         kept = 0
         if p.restart:
             cache.reset()
