@@ -1,7 +1,7 @@
 """Command line: ``python -m fashionchameleon <command>`` (also installed as ``fashionchameleon``).
 
-Subcommands import their modules lazily so that ``--help`` and ``info`` stay instant and the benchmark
-path needs only torch and numpy.
+Each subcommand's module is imported when the parser is built (for its arguments); the modules keep their
+heavy imports (gradio, diffusers, the model) inside ``run`` so that ``--help`` and ``info`` stay fast.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     info = {"config": preset.name, "params": params, "layers": preset.model.num_layers,
             "dim": preset.model.inner_dim, "heads": preset.model.num_attention_heads,
             "latent_channels": preset.latent_channels, "resolution": "{}x{}".format(*preset.resolution),
-            "block_frames": preset.stream.block_frames, "steps": len(preset.stream.denoise_timesteps)}
+            "block_frames": preset.stream.block_frames, "steps": len(preset.stream.denoise_timesteps),
+            "fps": preset.fps, "train_latent_frames": preset.train_latent_frames,
+            "latent_shape": list(preset.latent_shape)}
     if args.json:
         print(json.dumps(info))
     else:
@@ -41,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("bench", "speed and memory benchmark (streaming, switches, teacher vs student, codec)"),
     "render": ("streaming.cli", "render a video offline from a person and garment images, with garment switches"),
     "train": ("training.trainer", "train a stage (teacher | forcing | dmd) of the video model"),
+    "bank": ("data.bank", "encode a CSV of real clips (the official layout) into a latent bank the trainer reads"),
     "train-codec": ("training.codec_train", "train the small latent codec of `tiny` on the synthetic world"),
 }
 
@@ -50,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Real-time interactive garment video customization.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("info", help="parameter count and shape of a preset (built on the meta device)")
-    p.add_argument("--config", default="tiny", help="preset name: tiny, wan2.1-1.3b, wan2.2-ti2v-5b")
+    p.add_argument("--config", default="tiny", help="preset name: tiny, wan2.1-1.3b, wan2.2-ti2v-5b (portrait), wan2.2-ti2v-5b-landscape")
     p.add_argument("--json", action="store_true", help="one line of JSON on stdout")
     p.set_defaults(func=cmd_info)
     import importlib

@@ -76,7 +76,7 @@ def test_mask_changes_output(randomize):
     torch.testing.assert_close(a[:, :, 0], b[:, :, 0], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["wan2.1-1.3b", "wan2.2-ti2v-5b"])
+@pytest.mark.parametrize("name", ["wan2.1-1.3b", "wan2.2-ti2v-5b", "wan2.2-ti2v-5b-landscape"])
 def test_real_shapes_match_published_configs(name):
     cfg = get_preset(name).model
     with torch.device("meta"):

@@ -21,6 +21,7 @@ from typing import Protocol
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 from ..config import ModelConfig
 from .attention import attention
@@ -150,6 +151,19 @@ class Attention(nn.Module):
         return self.to_out[0](attention(q, k, v).transpose(1, 2).flatten(2))
 
 
+class _FixedContext:
+    """A layer's cache context taken out of the cache before an activation-checkpointed block runs, so the
+    recomputation in backward sees exactly the keys/values of the forward even if the cache has moved on
+    (a DMD rollout commits blocks after the pass that carries gradients)."""
+
+    def __init__(self, context: KVContext, layer: int):
+        ck, cv = context.context(layer)
+        self.keys, self.values = ck, cv
+
+    def extend(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.cat([self.keys.to(keys.dtype), keys], 2), torch.cat([self.values.to(values.dtype), values], 2)
+
+
 class TransformerBlock(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -192,6 +206,9 @@ class WanDiT(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = cfg
+        # Activation checkpointing per transformer block (training at real shapes): a block's activations are
+        # recomputed in backward instead of stored. Same numbers, less memory, about one more forward.
+        self.gradient_checkpointing = False
         dim = cfg.inner_dim
         self.patch_embedding = nn.Conv3d(cfg.in_channels, dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
         self.condition_embedder = ConditionEmbedder(cfg)
@@ -281,10 +298,17 @@ class WanDiT(nn.Module):
         if frame_mask is not None:
             mask = frame_mask.to(latents.device).repeat_interleave(hw, 0).repeat_interleave(hw, 1)
 
-        x = self.patch_embedding(latents).flatten(2).transpose(1, 2).contiguous()
+        # inputs follow the weights' dtype (bf16 under FSDP mixed precision, fp32 masters stay in the optimizer)
+        x = self.patch_embedding(latents.to(self.patch_embedding.weight.dtype)).flatten(2).transpose(1, 2).contiguous()
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            x = block(x, text_tokens, mod, f, rotation, mask, i, context, capture, kv_only=kv_only and i == last)
+            only_kv = kv_only and i == last
+            if self.gradient_checkpointing and torch.is_grad_enabled() and not only_kv:
+                ctx = _FixedContext(context, i) if context is not None else None
+                x = torch.utils.checkpoint.checkpoint(block, x, text_tokens, mod, f, rotation, mask, i, ctx, capture,
+                                                      use_reentrant=False)
+            else:
+                x = block(x, text_tokens, mod, f, rotation, mask, i, context, capture, kv_only=only_kv)
         if kv_only:
             return None     # the last layer stopped after handing over its keys/values
 

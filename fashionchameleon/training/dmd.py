@@ -28,7 +28,7 @@ from ..model import causal
 from ..model.dit import WanDiT
 from ..model.kv_cache import WindowPolicy
 from .flow import Conditions, add_noise, bidirectional_velocity, guided_velocity, shift_sigma
-from .objectives import conditions_of, rand_rows, randn_rows, student_sigmas
+from .objectives import conditions_of, rand_rows, randn_rows, student_sigmas, text_of
 
 
 def frame_weights(rewards: torch.Tensor, tau: float) -> torch.Tensor:
@@ -84,29 +84,46 @@ class GradientReweightedDMD(torch.nn.Module):
         return x[:, :, start:start + self.window]
 
     # -- critic (fake score) ----------------------------------------------------------------------------------------
-    def critic_step(self, batch: dict, gen: torch.Generator, world: int = 1) -> None:
-        """Update the critic on fresh student samples (flow matching), ``critic_steps`` times."""
-        cond = conditions_of(self.model, batch)
-        cond = Conditions(cond.reference, cond.garment, None if cond.text is None else cond.text.detach())
-        with torch.no_grad():
-            x = self._window(self.rollout(cond, gen, None, batch), gen)
+    def critic_step(self, batch: dict, gen: torch.Generator, world: int = 1, *, scope=None,
+                    after_backward=None) -> None:
+        """Update the critic on fresh student samples (flow matching), ``critic_steps`` times.
+
+        ``scope(fn, *args)`` runs the forward parts (FSDP: inside the networks' root modules, see
+        ``parallel.py``); ``after_backward()`` replaces the data-parallel gradient all-reduce (FSDP reduces
+        gradients itself and reshards here)."""
+        scope = scope or (lambda fn, *args: fn(*args))
+        x, cond = scope(self.critic_sample, batch, gen)
         self.critic.train()
         for _ in range(self.critic_steps):
-            noise = randn_rows(gen, batch, *x.shape[1:])
-            sigma = shift_sigma(rand_rows(gen, batch), self.shift)
-            ctext = self.critic.embed_text(batch["prompts"]) if self.critic.config.prompt_vocab else cond.text
-            v = bidirectional_velocity(self.critic, Conditions(cond.reference, cond.garment, ctext),
-                                       add_noise(x, noise, sigma), sigma)
-            loss = F.mse_loss(v, noise - x)
+            loss = scope(self.critic_loss, x, cond, batch, gen)
             self.critic_opt.zero_grad(set_to_none=True)
             loss.backward()
-            if world > 1:
+            if after_backward is not None:
+                after_backward()
+            elif world > 1:
                 for p in self.critic.parameters():
                     if p.grad is not None:
                         torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.AVG)
             torch.nn.utils.clip_grad_norm_(self.critic.parameters(), 1.0)
             self.critic_opt.step()
         self.last_critic_loss = loss.item()
+
+    def critic_sample(self, batch: dict, gen: torch.Generator) -> tuple[torch.Tensor, Conditions]:
+        """A window of a student rollout (no gradients) and the batch's conditions."""
+        cond = conditions_of(self.model, batch)
+        cond = Conditions(cond.reference, cond.garment, None if cond.text is None else cond.text.detach())
+        with torch.no_grad():
+            x = self._window(self.rollout(cond, gen, None, batch), gen)
+        return x, cond
+
+    def critic_loss(self, x: torch.Tensor, cond: Conditions, batch: dict, gen: torch.Generator) -> torch.Tensor:
+        """Flow matching of the critic on the student's samples."""
+        noise = randn_rows(gen, batch, *x.shape[1:])
+        sigma = shift_sigma(rand_rows(gen, batch), self.shift)
+        ctext = text_of(self.critic, batch)
+        v = bidirectional_velocity(self.critic, Conditions(cond.reference, cond.garment, ctext),
+                                   add_noise(x, noise, sigma), sigma)
+        return F.mse_loss(v.float(), noise - x)
 
     # -- generator (student) ----------------------------------------------------------------------------------------
     def targets(self, batch: dict, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
@@ -119,9 +136,9 @@ class GradientReweightedDMD(torch.nn.Module):
         with torch.no_grad():
             xs = add_noise(x.detach(), noise, sigma)
             tcond = Conditions(cond.reference, cond.garment,
-                               self.teacher.embed_text(batch["prompts"]) if self.teacher.config.prompt_vocab else cond.text)
+                               text_of(self.teacher, batch))
             ccond = Conditions(cond.reference, cond.garment,
-                               self.critic.embed_text(batch["prompts"]) if self.critic.config.prompt_vocab else cond.text)
+                               text_of(self.critic, batch))
             s = sigma.view(-1, 1, 1, 1, 1)
             x0_real = xs - s * guided_velocity(self.teacher, tcond, xs, sigma, self.guidance)
             x0_fake = xs - s * bidirectional_velocity(self.critic, ccond, xs, sigma)

@@ -1,19 +1,20 @@
 """Pre-encoded latents of the world's training seeds, keyed by the codec's hash (a changed codec never
-reuses stale latents). Data order is a pure function of (seed, step)."""
+reuses stale latents). Data order is a pure function of (seed, step).
+
+``version`` / ``size`` pick the world and its frame size (v1: a square side; v2: (width, height)); a preset
+gives both as ``world_version`` / ``world_size``."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ..data.datasets import check_training_seeds, to_tensor_image, to_tensor_video
+from ..data.bank import LatentBank  # noqa: F401  (the bank format lives with the data; re-exported here)
+from ..data.datasets import Size, check_training_seeds, to_tensor_image, to_tensor_video
 from ..data.world import make_sample
-from .runstate import step_rng
 
 _CODEC = None
 
@@ -28,58 +29,26 @@ def _init_worker(codec_dir: str) -> None:
 
 @torch.no_grad()
 def _encode_seed(args) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
-    seed, frames, size = args
-    s = make_sample(seed, num_frames=frames, size=size)
+    seed, frames, size, version = args
+    s = make_sample(seed, num_frames=frames, size=size, version=version)
     video = _CODEC.encode(to_tensor_video(s.clip.frames)[None])[0]
     ref = _CODEC.encode_image(to_tensor_image(s.reference)[None])[0]
     garment = _CODEC.encode_image(to_tensor_image(s.garment_image)[None])[0]
     return video.half(), ref.half(), garment.half(), s.prompt
 
 
-@dataclass
-class LatentBank:
-    seeds: torch.Tensor
-    video: torch.Tensor        # (N, C, F, h, w) fp16
-    reference: torch.Tensor    # (N, C, 1, h, w)
-    garment: torch.Tensor
-    prompts: list[str]
-
-    def __len__(self) -> int:
-        return len(self.seeds)
-
-    def save(self, path: Path) -> None:
-        from safetensors.torch import save_file
-
-        save_file({"seeds": self.seeds, "video": self.video.contiguous(), "reference": self.reference.contiguous(),
-                   "garment": self.garment.contiguous()}, str(path))
-        Path(path).with_suffix(".prompts.txt").write_text("\n".join(self.prompts))
-
-    @classmethod
-    def load(cls, path: Path) -> "LatentBank":
-        from safetensors.torch import load_file
-
-        t = load_file(str(path))
-        prompts = Path(path).with_suffix(".prompts.txt").read_text().split("\n")
-        return cls(t["seeds"], t["video"], t["reference"], t["garment"], prompts)
-
-    def batch(self, step: int, batch: int, seed: int = 0, frames: int | None = None) -> dict:
-        """The global batch of a step (random items, a pure function of (seed, step)); ``frames`` keeps the
-        first latent frames only."""
-        rng = step_rng(seed, step)
-        idx = torch.from_numpy(rng.integers(len(self), size=batch))
-        video = self.video[idx].float()
-        if frames is not None and frames < video.shape[2]:
-            video = video[:, :, :frames]
-        return {"index": idx, "video": video, "reference": self.reference[idx].float(),
-                "garment": self.garment[idx].float(), "prompts": [self.prompts[i] for i in idx.tolist()]}
+def bank_path(root: Path, codec_sha: str, seeds: list[int], frames: int, size: Size, version: int = 1) -> Path:
+    stem = f"{codec_sha[:16]}_{seeds[0]}-{seeds[-1]}_{frames}f"
+    if version == 1:    # v1 keeps its original names: banks already built stay valid
+        return root / f"{stem}_{size}px.safetensors"
+    w, h = size
+    return root / f"{stem}_v{version}_{w}x{h}.safetensors"
 
 
-def bank_path(root: Path, codec_sha: str, seeds: list[int], frames: int, size: int) -> Path:
-    return root / f"{codec_sha[:16]}_{seeds[0]}-{seeds[-1]}_{frames}f_{size}px.safetensors"
-
-
-def build_or_load_bank(codec_dir: str | os.PathLike, codec_sha: str, seeds, frames: int = 33, size: int = 128,
-                       root: Path | None = None, workers: int = 2, progress: bool = True) -> LatentBank:
+def build_or_load_bank(codec_dir: str | os.PathLike, codec_sha: str, seeds, frames: int = 33, size: Size = 128,
+                       root: Path | None = None, workers: int = 2, progress: bool = True,
+                       version: int = 1) -> LatentBank:
+    """Latents of world ``version``'s training seeds at ``size`` (held-out seeds are refused), cached on disk."""
     from tqdm import tqdm
 
     from .runstate import default_run_dir
@@ -87,10 +56,10 @@ def build_or_load_bank(codec_dir: str | os.PathLike, codec_sha: str, seeds, fram
     seeds = check_training_seeds(seeds)
     root = root or default_run_dir("latents")
     root.mkdir(parents=True, exist_ok=True)
-    path = bank_path(root, codec_sha, seeds, frames, size)
+    path = bank_path(root, codec_sha, seeds, frames, size, version)
     if path.exists():
         return LatentBank.load(path)
-    jobs = [(s, frames, size) for s in seeds]
+    jobs = [(s, frames, size, version) for s in seeds]
     with mp.get_context("fork").Pool(workers, initializer=_init_worker, initargs=(str(codec_dir),)) as pool:
         out = list(tqdm(pool.imap(_encode_seed, jobs, chunksize=8), total=len(jobs), desc="encode world",
                         unit="clip", disable=not progress))

@@ -18,6 +18,7 @@ from ..config import Preset
 from ..model import causal
 from ..model.dit import WanDiT
 from ..model.kv_cache import WindowPolicy, block_causal_mask
+from ..model.schedule import stream_sigmas
 from .flow import Conditions, add_noise, bidirectional_velocity, shift_sigma
 
 
@@ -39,15 +40,19 @@ def randint_rows(gen: torch.Generator, batch: dict, high: int, *tail: int) -> to
     return _rows(torch.randint(high, (batch.get("global_batch", len(batch["prompts"])), *tail), generator=gen), batch)
 
 
+def text_of(model: WanDiT, batch: dict) -> torch.Tensor | None:
+    """The batch's text through ``model``'s own text projection: prompt names for vocabulary models,
+    text-encoder embeddings (``batch["text"]``, umT5 for the real shapes) otherwise, or None."""
+    return model.embed_text(batch["prompts"] if model.config.prompt_vocab else batch.get("text"))
+
+
 def conditions_of(model: WanDiT, batch: dict) -> Conditions:
-    text = model.embed_text(batch["prompts"]) if model.config.prompt_vocab else batch.get("text")
-    return Conditions(batch["reference"], batch["garment"], text)
+    return Conditions(batch["reference"], batch["garment"], text_of(model, batch))
 
 
 def student_sigmas(preset: Preset) -> torch.Tensor:
-    """The student's denoising noise levels: nominal timesteps / 1000, shifted."""
-    t = torch.tensor(preset.stream.denoise_timesteps, dtype=torch.float32) / 1000.0
-    return shift_sigma(t, preset.stream.timestep_shift)
+    """The student's denoising noise levels (``model.schedule.stream_sigmas`` of the preset's stream)."""
+    return stream_sigmas(preset.stream)
 
 
 class TeacherFlowMatching(torch.nn.Module):
@@ -64,7 +69,7 @@ class TeacherFlowMatching(torch.nn.Module):
         drop = rand_rows(gen, batch) < self.garment_dropout
         cond = conditions_of(model, batch).drop_garment(drop)
         v = bidirectional_velocity(model, cond, add_noise(x0, noise, sigma), sigma)
-        loss = F.mse_loss(v, noise - x0)
+        loss = F.mse_loss(v.float(), noise - x0)     # bf16 under mixed precision: the loss in fp32
         return loss, {"loss": loss.item()}
 
 
@@ -97,5 +102,5 @@ class TeacherForcing(torch.nn.Module):
         positions = cache.query_positions(f, x0.device).repeat(2)
         mask = block_causal_mask(f, bf, self.policy, context_frames=cache.visible_frames, teacher_forcing=True)
         v = model(seq, t, cond.text, positions=positions, frame_mask=mask, context=cache, text_is_embedded=True)
-        loss = F.mse_loss(v[:, :, f:], noise - x0)
+        loss = F.mse_loss(v[:, :, f:].float(), noise - x0)
         return loss, {"loss": loss.item()}

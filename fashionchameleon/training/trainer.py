@@ -4,7 +4,9 @@ The loop is the same for every stage; the stage picks the objective and where we
 teacher (from scratch), forcing (student initialised from the teacher), dmd (student from forcing, critic
 from the teacher). Run state (model, EMA, optimizer, step, RNG) lives in a run folder outside the
 repository and resumes exactly: batches and noise are pure functions of (seed, step). Under ``torchrun`` the
-global batch is split across ranks and gradients are averaged by DDP (gloo on CPU, nccl on GPU).
+global batch is split across ranks and gradients are averaged by DDP (gloo on CPU, nccl on GPU), or, with
+``--fsdp``, every network is sharded with FSDP2 (bf16 on GPU, fp32 masters, sharded checkpoints through
+torch.distributed.checkpoint; see ``parallel.py``), which is what the real shapes need.
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ STAGES = ("teacher", "forcing", "dmd")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stage", choices=STAGES, required=True)
-    p.add_argument("--config", default="tiny", help="model preset")
+    p.add_argument("--config", default="tiny", help="model preset (its world_version and resolution pick the "
+                   "training world and frame size: tiny = world v1 128x128, tiny-v2-* = world v2 portrait)")
     p.add_argument("--steps", type=int, default=2000, help="total optimizer steps of this stage")
     p.add_argument("--batch", type=int, default=8, help="global batch size")
     p.add_argument("--lr", type=float, default=None, help="default: 4e-4 teacher, 1e-4 forcing, 2e-5 dmd")
     p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--ema", type=float, default=0.999, help="EMA decay (0: no EMA copy; export the weights)")
     p.add_argument("--tau", type=float, default=0.2, help="dmd: gradient-reweighting temperature (inf = plain DMD)")
     p.add_argument("--reference", choices=["other", "same"], default="other",
                    help="other: the reference wears another garment (the paper's mismatch); same: the clip's own "
@@ -56,6 +59,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export-only", action="store_true",
                    help="write the run's current EMA weights to --out (a milestone) and exit, without training")
     p.add_argument("--stop-after", type=int, default=None, help="stop after this many steps in this invocation")
+    p.add_argument("--fsdp", action="store_true", help="shard every network with FSDP2 (launch with torchrun; "
+                   "one process works too)")
+    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
+                   help="FSDP compute dtype on GPU (masters, optimizer states and gradient reduction stay fp32; "
+                        "CPU always computes in fp32)")
+    p.add_argument("--checkpointing", action="store_true",
+                   help="activation checkpointing per transformer block (recompute in backward: less memory)")
 
 
 def _dist() -> tuple[int, int]:
@@ -72,16 +82,30 @@ class Trainer:
         from ..model.loading import load_checkpoint
 
         self.args = args
-        self.rank, self.world = _dist()
+        self.fsdp = bool(getattr(args, "fsdp", False))
         self.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if self.device.type == "cuda" and self.world > 1:
+        if self.device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(self.device)
+        if self.fsdp:
+            from .parallel import init_distributed
+
+            if args.lora:
+                raise SystemExit("error: --lora and --fsdp do not combine (LoRA trains few weights: use DDP)")
+            self.rank, self.world = init_distributed(self.device.type)
+        else:
+            self.rank, self.world = _dist()
         self.preset = args.config if isinstance(args.config, Preset) else get_preset(args.config)
         torch.manual_seed(args.seed)
         self.model = WanDiT(self.preset.model)
         if args.init is not None:
             init, _, _ = load_checkpoint(args.init)
+            own = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
+            if {k: tuple(v.shape) for k, v in init.state_dict().items()} != own:
+                # e.g. a student narrower than its teacher: there is no width-reducing initialisation, so the
+                # student starts from a teacher of its own shape (a wider one can only be dmd's --teacher)
+                raise SystemExit(f"error: --init {args.init} is a network of another shape than {self.preset.name} "
+                                 f"(width, layers, patch size or vocabulary differ)")
             self.model.load_state_dict(init.state_dict())
         self.model.to(self.device)
         self.teacher = None
@@ -96,14 +120,32 @@ class Trainer:
             from .lora import apply_lora
 
             self.model = apply_lora(self.model, args.lora)
-        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        # no EMA copy with --ema 0 (one copy of the weights less: the 1-GPU check at real shapes needs it)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval() if args.ema > 0 else None
+        self.model.gradient_checkpointing = bool(getattr(args, "checkpointing", False))
+        if self.critic is not None:
+            self.critic.gradient_checkpointing = self.model.gradient_checkpointing
+        self.scopes: dict = {}
+        if self.fsdp:
+            from .parallel import mixed_precision, shard
+
+            mp = mixed_precision(self.device, getattr(args, "precision", "bf16") == "bf16")
+            self.scopes["model"] = shard(self.model, trainable=True, mp_policy=mp)
+            if self.ema is not None:
+                self.scopes["ema"] = shard(self.ema, trainable=False)   # never runs forward while training
+            if self.teacher is not None:
+                self.scopes["teacher"] = shard(self.teacher, trainable=False, mp_policy=mp)
+                self.scopes["critic"] = shard(self.critic, trainable=True, mp_policy=mp)
         lr = args.lr if args.lr is not None else {"teacher": 4e-4, "forcing": 1e-4, "dmd": 2e-5}[args.stage]
         self.lr = lr
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
+        # on GPU one parameter at a time: the multi-tensor ("foreach") path allocates temporaries the size of all
+        # the (sharded) states at once, 20 GB for a 5B model on one GPU
+        self.opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.01,
+                                     foreach=False if self.device.type == "cuda" else None)
         self.objective = self._objective()
         self.net = self.objective
-        if self.world > 1:
+        if self.world > 1 and not self.fsdp:
             # find_unused_parameters: with one-token prompts the cross-attention's query/key weights get no
             # gradient (softmax over one key is 1), and DDP must not wait for them.
             self.net = torch.nn.parallel.DistributedDataParallel(
@@ -124,8 +166,22 @@ class Trainer:
         return GradientReweightedDMD(self.model, self.preset, self.teacher, self.critic, tau=self.args.tau,
                                      critic_lr=self.args.critic_lr)
 
+    def forward_scopes(self) -> list:
+        """FSDP roots a step runs inside (the networks' parameters are gathered there); empty without FSDP."""
+        return [self.scopes[k] for k in ("model", "teacher", "critic") if k in self.scopes]
+
+    def sharded_parts(self) -> dict:
+        parts = {"model": (self.scopes["model"], self.opt)}
+        if "ema" in self.scopes:
+            parts["ema"] = (self.scopes["ema"], None)
+        if "critic" in self.scopes:
+            parts["critic"] = (self.scopes["critic"], self.objective.critic_opt)
+        return parts
+
     def modules(self) -> dict:
-        m = {"model": self.model, "ema": self.ema, "opt": self.opt}
+        m = {"model": self.model, "opt": self.opt}
+        if self.ema is not None:
+            m["ema"] = self.ema
         if self.critic is not None:
             m.update(critic=self.critic, critic_opt=self.objective.critic_opt)
         return m
@@ -152,32 +208,85 @@ class Trainer:
             g["lr"] = self.lr_at(step)
         gen = step_generator(self.args.seed, step)  # identical on every rank
         batch = self.local_batch(step)
-        if hasattr(self.objective, "critic_step"):
-            self.objective.critic_step(batch, gen, self.world)
-        loss, logs = self.net(batch, gen)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.fsdp:
+            from .parallel import reshard, run_scoped
+
+            scopes = self.forward_scopes()
+            if hasattr(self.objective, "critic_step"):
+                self.objective.critic_step(batch, gen, self.world, scope=lambda fn, *a: run_scoped(scopes, fn, *a),
+                                           after_backward=lambda: reshard(self.scopes["critic"]))
+            loss, logs = run_scoped(scopes, self.net, batch, gen)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            reshard(self.scopes["model"])   # the optimizer and the EMA read the sharded parameters
+        else:
+            if hasattr(self.objective, "critic_step"):
+                self.objective.critic_step(batch, gen, self.world)
+            loss, logs = self.net(batch, gen)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
-        with torch.no_grad():
-            # the decay ramps up with the step count: a plain 0.999 would still average in the untrained
-            # weights of a run a few thousand steps long
-            d = min(self.args.ema, (1 + step) / (10 + step))
-            for pe, pm in zip(self.ema.parameters(), self.model.parameters()):
-                pe.lerp_(pm, 1 - d)
-        return {**logs, "grad_norm": float(gnorm), "lr": self.lr_at(step)}
+        if self.ema is not None:
+            with torch.no_grad():
+                # the decay ramps up with the step count: a plain 0.999 would still average in the untrained
+                # weights of a run a few thousand steps long
+                d = min(self.args.ema, (1 + step) / (10 + step))
+                for pe, pm in zip(self.ema.parameters(), self.model.parameters()):
+                    pe.lerp_(pm, 1 - d)
+        from .parallel import scalar
+
+        if self.world > 1:
+            logs = self._global_logs(logs)
+        return {**logs, "grad_norm": scalar(gnorm), "lr": self.lr_at(step)}
+
+    def _global_logs(self, logs: dict) -> dict:
+        """Each rank's losses are over its rows: log the global batch's (the mean; the max for maxima)."""
+        keys = [k for k in sorted(logs) if isinstance(logs[k], float)]
+        t = torch.tensor([logs[k] for k in keys], dtype=torch.float64, device=self.device)
+        mx = t.clone()
+        torch.distributed.all_reduce(t)                      # gloo has no AVG: sum, then divide
+        torch.distributed.all_reduce(mx, op=torch.distributed.ReduceOp.MAX)
+        return {**logs, **{k: float(mx[i] if k.endswith("_max") else t[i] / self.world) for i, k in enumerate(keys)}}
+
+    def save(self, step: int) -> None:
+        """Run state for exact resume (every rank calls this under FSDP)."""
+        if self.fsdp:
+            from .parallel import save_sharded
+
+            save_sharded(self.run_dir, step, self.sharded_parts())
+        elif self.rank == 0:
+            save_run_state(self.run_dir, step, self.modules())
+
+    def load(self) -> int:
+        if self.fsdp:
+            from .parallel import load_sharded
+
+            return load_sharded(self.run_dir, self.sharded_parts())[0]
+        return load_run_state(self.run_dir, self.modules())[0]
 
     def export(self, folder: Path, step: int) -> None:
+        """The EMA weights as a checkpoint folder (every rank calls this under FSDP; rank 0 writes)."""
         from ..model.codec import load_codec
+        from ..model.dit import WanDiT
         from ..model.loading import save_checkpoint
 
-        model = self.ema
+        model = self.ema if self.ema is not None else self.model
+        if self.fsdp:
+            from .parallel import full_state_dict
+
+            state = full_state_dict(self.scopes["ema" if self.ema is not None else "model"])
+            if self.rank != 0:
+                return
+            with torch.device("meta"):
+                model = WanDiT(self.preset.model)
+            model.load_state_dict(state, assign=True)
         if self.args.lora:
             from .lora import merge_lora
 
-            model = merge_lora(copy.deepcopy(self.ema))
+            model = merge_lora(copy.deepcopy(model))
         codec_sha = load_codec(self.args.codec).sha256 if Path(self.args.codec).exists() else None
-        small = self.preset.name in ("tiny", "micro")
+        small = bool(self.preset.model.prompt_vocab)     # the tiny family (tiny, micro, tiny-v2-*): fp16, small shards
         save_checkpoint(folder, model, self.preset, dtype=torch.float16 if small else None,
                         max_shard_mb=9.0 if small else None,
                         metadata={"stage": self.args.stage, "steps": step, "codec_sha256": codec_sha,
@@ -187,7 +296,7 @@ class Trainer:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..eval.codec_report import parse_seeds
+    from ..data.world import parse_seeds
     from ..model.codec import load_codec
     from .latents import build_or_load_bank
 
@@ -202,11 +311,20 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: no codec at {args.codec} (train it first: python -m fashionchameleon train-codec)")
     else:
         bank = build_or_load_bank(args.codec, codec.sha256, parse_seeds(args.train_seeds),
-                                  frames=1 + 4 * (preset.train_latent_frames - 1))
+                                  frames=1 + 4 * (preset.train_latent_frames - 1), size=preset.world_size,
+                                  version=preset.world_version)
+    if bank.video.shape[1] != preset.latent_channels:
+        raise SystemExit(f"error: the bank holds {bank.video.shape[1]}-channel latents, {preset.name} needs "
+                         f"{preset.latent_channels} (build it with `bank --config {preset.name}`)")
+    if tuple(bank.video.shape[-2:]) != preset.latent_size:
+        h, w = bank.video.shape[-2:]
+        raise SystemExit(f"error: the bank holds {w}x{h} latents, {preset.name} needs "
+                         f"{preset.latent_size[1]}x{preset.latent_size[0]} ({'x'.join(map(str, preset.resolution))} "
+                         f"frames; a bank of another world or size?)")
     trainer = Trainer(args, bank)
     run_dir = trainer.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    step, _ = load_run_state(run_dir, trainer.modules())
+    step = trainer.load()
     if trainer.rank == 0:
         truncate_log(run_dir, step)
         (run_dir / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items() if k != "func"}, indent=2))
@@ -216,7 +334,8 @@ def run(args: argparse.Namespace) -> int:
         if args.out is None or step == 0:
             raise SystemExit("error: --export-only needs --out and a run folder with saved state")
         trainer.export(args.out, step)
-        print(f"exported the EMA weights of step {step} to {args.out}", file=sys.stderr)
+        if trainer.rank == 0:
+            print(f"exported the EMA weights of step {step} to {args.out}", file=sys.stderr)
         return 0
     bar = tqdm(total=args.steps, initial=step, desc=f"train {args.stage}", unit="step", file=sys.stderr,
                disable=trainer.rank != 0)
@@ -231,18 +350,21 @@ def run(args: argparse.Namespace) -> int:
             bar.update(1)
             bar.set_postfix(loss=f"{logs['loss']:.4f}")
         if step % args.save_every == 0 or step == stop_at:
+            trainer.save(step)
             if trainer.rank == 0:
-                save_run_state(run_dir, step, trainer.modules())
                 plot_curves(read_log(run_dir), [k for k in ("loss", "dmd_loss", "critic_loss") if k in logs],
                             run_dir / "loss.png", f"{args.stage} ({trainer.preset.name})")
-        if args.sample_every and codec is not None and step % args.sample_every == 0 and trainer.rank == 0:
+        # (samples run one process's forward: not with sharded networks)
+        if (args.sample_every and codec is not None and step % args.sample_every == 0 and trainer.rank == 0
+                and not trainer.fsdp):
             from .samples import write_sample
 
             write_sample(trainer, codec, step)
     bar.close()
-    if trainer.rank == 0 and args.out is not None and step >= args.steps:
+    if args.out is not None and step >= args.steps and (trainer.rank == 0 or trainer.fsdp):
         trainer.export(args.out, step)
-        print(f"exported EMA weights to {args.out}", file=sys.stderr)
-    if trainer.world > 1:
+        if trainer.rank == 0:
+            print(f"exported EMA weights to {args.out}", file=sys.stderr)
+    if trainer.world > 1 or trainer.fsdp:
         torch.distributed.destroy_process_group()
     return 0
