@@ -77,7 +77,8 @@ def _teacher_speedup(model, preset, device: str, repeats: int = 5) -> dict:
 
     from .model import causal
     from .model.kv_cache import WindowPolicy
-    from .training.flow import Conditions, sample_teacher, shift_sigma
+    from .model.schedule import stream_sigmas
+    from .training.flow import Conditions, sample_teacher
 
     c = preset.latent_channels
     w, h = preset.resolution
@@ -92,7 +93,7 @@ def _teacher_speedup(model, preset, device: str, repeats: int = 5) -> dict:
                       torch.randn(1, c, 1, *hw, device=device, dtype=dtype), text)
     sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
     s = preset.stream
-    sig = shift_sigma(torch.tensor(s.denoise_timesteps, dtype=torch.float32) / 1000.0, s.timestep_shift)
+    sig = stream_sigmas(s)
 
     def teacher_run() -> None:
         sample_teacher(model, cond, (1, c, frames, *hw), steps=50, guidance=3.0)
@@ -125,13 +126,13 @@ def _teacher_speedup(model, preset, device: str, repeats: int = 5) -> dict:
 
 def bench_stream(gen, blocks: int, switch_every: int) -> dict:
     """Stream ``blocks`` blocks through a real Session with H.264 segments, switching now and then."""
-    import numpy as np
 
     from .data.world import make_sample
-    from .streaming.video import encode_segment
+    from .media import encode_segment
 
-    size = gen.resolution[1]
-    s0, s1 = make_sample(500_000, num_frames=1, size=size), make_sample(500_001, num_frames=1, size=size)
+    # inputs from the world the preset was trained on (v2: portrait frames at its resolution)
+    size, version = gen.preset.world_size, gen.preset.world_version
+    s0, s1 = (make_sample(seed, num_frames=1, size=size, version=version) for seed in (500_000, 500_001))
     garments = [s0.garment_image, s1.garment_image]
     t_start = time.perf_counter()
     session = gen.session(s0.reference, s0.garment_image, seed=0)
@@ -254,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
     result = {"config": preset.name, "device": args.device, "resolution": f"{w}x{h}",
               "steps": len(preset.stream.denoise_timesteps), "block_frames": preset.stream.block_frames,
               "threads": torch.get_num_threads(), "checkpoint_sha": None}
-    if preset.name not in ("tiny", "micro"):
+    if not preset.model.prompt_vocab:     # real shapes; the tiny family (tiny, micro, tiny-v2-*) streams for real
         _log(f"bench {preset.name} on {args.device}: DiT streaming with random weights")
         result.update(bench_real_shapes(preset.name, args.device, min(args.blocks, 30)))
         result["checkpoint_sha"] = "random"

@@ -14,6 +14,9 @@ from typing import Any
 
 # The motions of the synthetic world; for `tiny` they are its whole prompt vocabulary.
 TINY_PROMPTS: tuple[str, ...] = ("walk", "wave", "turn", "sway", "arms_up")
+# World v2's motions (data/world_v2.py MOTIONS, repeated here because config sits below data; a test keeps
+# the two equal): the prompt vocabulary of the presets trained on world v2.
+TINY_V2_PROMPTS: tuple[str, ...] = ("sway", "turn", "hair", "collar", "hips", "walk", "wave", "arms_up")
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,8 @@ class StreamConfig:
     window_frames: int = 6         # rolling history after the sink
     keep_recent: int = 3           # history frames a garment switch keeps (re-cached under the new prefix)
     withdraw_sink: bool = True     # whether a switch also withdraws the sink (it shows the old garment)
+    reanchor_after: int = 1        # blocks after a switch at which `full` puts the original reference back
+    reference_mix: float = 0.5     # the `blend` variant: last-frame share of a rebuilt reference latent
     denoise_timesteps: tuple[int, ...] = (1000, 750, 500, 250)
     timestep_shift: float = 5.0    # flow-matching shift applied to the nominal timesteps
 
@@ -112,7 +117,37 @@ class Preset:
     latent_channels: int = 16
     temporal_compression: int = 4
     spatial_compression: int = 8
-    train_latent_frames: int = 9                # latent frames of a training clip (teacher)
+    train_latent_frames: int = 9                # video latent frames of a training clip (the 2 condition
+                                                # frames come on top: the official "23" is 2 + 21)
+    world_version: int = 1                      # the synthetic world that trains and evaluates it: 1 (square,
+                                                # the shipped `tiny`) or 2 (portrait, data/world_v2.py)
+
+    @property
+    def world_size(self) -> int | tuple[int, int]:
+        """The ``size`` the world's renderers take: v1 draws squares (an int), v2 (width, height)."""
+        if self.world_version == 1:
+            w, h = self.resolution
+            if w != h:
+                raise ValueError(f"{self.name}: world v1 renders square frames, not {w}x{h}")
+            return h
+        return tuple(self.resolution)
+
+    @property
+    def latent_size(self) -> tuple[int, int]:
+        """(height, width) of a latent frame."""
+        w, h = self.resolution
+        return h // self.spatial_compression, w // self.spatial_compression
+
+    @property
+    def train_video_frames(self) -> int:
+        """Video frames of a training clip (4x temporal compression, the first frame alone)."""
+        return 1 + self.temporal_compression * (self.train_latent_frames - 1)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int, int]:
+        """(frames, channels, height, width) of a training sequence, condition frames included (as the
+        official configs' ``image_or_video_shape``)."""
+        return (2 + self.train_latent_frames, self.latent_channels, *self.latent_size)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -120,6 +155,8 @@ class Preset:
             "resolution": list(self.resolution), "fps": self.fps, "latent_channels": self.latent_channels,
             "temporal_compression": self.temporal_compression,
             "spatial_compression": self.spatial_compression, "train_latent_frames": self.train_latent_frames,
+            # written only when it is not v1, so v1 configs (the shipped checkpoint's) stay byte-identical
+            **({"world_version": self.world_version} if self.world_version != 1 else {}),
         }
 
     @classmethod
@@ -133,6 +170,10 @@ class Preset:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
+
+# Wan-AI/Wan2.2-TI2V-5B-Diffusers' transformer (one network, two framings below).
+_WAN22_5B = ModelConfig(num_attention_heads=24, attention_head_dim=128, in_channels=48, out_channels=48,
+                        text_dim=4096, freq_dim=256, ffn_dim=14336, num_layers=30)
 
 PRESETS: dict[str, Preset] = {
     # CPU default: 64 tokens per latent frame at 128x128 (8x VAE, 2x2 patches). The visible window
@@ -152,21 +193,70 @@ PRESETS: dict[str, Preset] = {
                           text_dim=8, freq_dim=16, ffn_dim=32, num_layers=2, prompt_vocab=TINY_PROMPTS),
         resolution=(32, 32), train_latent_frames=6, stream=StreamConfig(sink_frames=3, window_frames=3, keep_recent=3),
     ),
+    # World v2 pilot candidates (issue 17; docs/train-tiny.md, "v2 pilot"): portrait framing, the v1 codec
+    # geometry (16 channels, 8x) and tiny's streaming window. Tokens a latent frame: a 84 (7x12 of 16x16 px),
+    # b 112 (8x14 of 16x16 px, more pixels), c 168 (14x12 of 8 px wide x 16 px tall: a standing person's
+    # arms and edges are mostly vertical; a narrower, shallower network pays for the tokens -- square 8 px
+    # tokens, 336 a frame, cost 3x tiny's DiT even at width 128 and cannot stream at 20 fps on 2 cores).
+    # Per-block costs measured for each are in the docs.
+    "tiny-v2-a": Preset(
+        name="tiny-v2-a",
+        model=ModelConfig(num_attention_heads=4, attention_head_dim=64, text_dim=64, freq_dim=256, ffn_dim=1024,
+                          num_layers=8, prompt_vocab=TINY_V2_PROMPTS),
+        stream=StreamConfig(block_frames=3, sink_frames=3, window_frames=3, keep_recent=0),
+        resolution=(112, 192), train_latent_frames=9, world_version=2,
+    ),
+    "tiny-v2-b": Preset(
+        name="tiny-v2-b",
+        model=ModelConfig(num_attention_heads=4, attention_head_dim=64, text_dim=64, freq_dim=256, ffn_dim=1024,
+                          num_layers=8, prompt_vocab=TINY_V2_PROMPTS),
+        stream=StreamConfig(block_frames=3, sink_frames=3, window_frames=3, keep_recent=0),
+        resolution=(128, 224), train_latent_frames=9, world_version=2,
+    ),
+    "tiny-v2-c": Preset(
+        name="tiny-v2-c",
+        model=ModelConfig(patch_size=(1, 2, 1), num_attention_heads=3, attention_head_dim=64, text_dim=64,
+                          freq_dim=256, ffn_dim=768, num_layers=6, prompt_vocab=TINY_V2_PROMPTS),
+        stream=StreamConfig(block_frames=3, sink_frames=3, window_frames=3, keep_recent=0),
+        resolution=(112, 192), train_latent_frames=9, world_version=2,
+    ),
+    # A few-thousand-parameter stand-in on world v2 for the tests (32x48 portrait video, 4x6 latents) with
+    # tiny's clip length and window: not a real model.
+    "micro-v2": Preset(
+        name="micro-v2",
+        model=ModelConfig(num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
+                          text_dim=8, freq_dim=16, ffn_dim=32, num_layers=2, prompt_vocab=TINY_V2_PROMPTS),
+        stream=StreamConfig(block_frames=3, sink_frames=3, window_frames=3, keep_recent=0),
+        resolution=(32, 48), train_latent_frames=9, world_version=2,
+    ),
     # Published diffusers configs (Wan-AI/Wan2.1-T2V-1.3B-Diffusers, Wan-AI/Wan2.2-TI2V-5B-Diffusers).
     "wan2.1-1.3b": Preset(
         name="wan2.1-1.3b",
         model=ModelConfig(num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
                           text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30),
         resolution=(832, 480), fps=16, latent_channels=16, spatial_compression=8, train_latent_frames=21,
-        stream=StreamConfig(sink_frames=3, window_frames=18),
+        # 2 prefix + 3 sink + 15 history + 3 block = 23 = the training sequence with its prefix
+        stream=StreamConfig(sink_frames=3, window_frames=15),
     ),
+    # FashionChameleon's released configs (QuanjianSong/FashionChameleon, configs/*_wan22_ic.yaml): portrait
+    # 704 wide x 1280 high, latent (23, 48, 80, 44) = 2 condition frames + 21 video latent frames (81 video
+    # frames at 24 fps), 880 tokens per latent frame, blocks of 3, steps 1000/750/500/250 with shift 5.
+    # The visible window while streaming, 2 prefix + 3 sink + 15 history + 3 block = 23 frames, is the
+    # training sequence: no position ever exceeds what training saw.
     "wan2.2-ti2v-5b": Preset(
         name="wan2.2-ti2v-5b",
-        model=ModelConfig(num_attention_heads=24, attention_head_dim=128, in_channels=48, out_channels=48,
-                          text_dim=4096, freq_dim=256, ffn_dim=14336, num_layers=30),
+        model=_WAN22_5B,
+        resolution=(704, 1280), fps=24, latent_channels=48, spatial_compression=16, train_latent_frames=21,
+        stream=StreamConfig(block_frames=3, sink_frames=3, window_frames=15,
+                            denoise_timesteps=(1000, 750, 500, 250), timestep_shift=5.0),
+    ),
+    # The same network at Wan2.2's default landscape 1280x704 (e.g. for the published text/image-to-video
+    # checkpoints as they are); not what FashionChameleon trains on.
+    "wan2.2-ti2v-5b-landscape": Preset(
+        name="wan2.2-ti2v-5b-landscape",
+        model=_WAN22_5B,
         resolution=(1280, 704), fps=24, latent_channels=48, spatial_compression=16, train_latent_frames=21,
-        # The paper's cache: M = 23 latent frames = 2 condition + 3 sink + 18 rolling.
-        stream=StreamConfig(sink_frames=3, window_frames=18),
+        stream=StreamConfig(block_frames=3, sink_frames=3, window_frames=15),
     ),
 }
 

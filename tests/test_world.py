@@ -79,7 +79,7 @@ def test_training_loader_refuses_heldout_seeds():
 def test_folder_triplets_skip_bad_items(tmp_path):
     from PIL import Image
 
-    from fashionchameleon.streaming.video import write_mp4
+    from fashionchameleon.media import write_mp4
 
     s = make_sample(8, num_frames=9, size=64)
     for i in ("a", "b", "c"):

@@ -2,6 +2,10 @@
 latents keyed by the codec's hash) and a folder of real triplets (the paper's benchmark layout).
 
 The training side refuses held-out seeds (500,000-999,999): evaluation numbers stay honest.
+
+World version and size: ``version=1`` renders v1's square frames (``size`` an int, the default and the shipped
+`tiny`'s data); ``version=2`` renders world v2's portrait frames (``size`` = (width, height)). A preset's
+``world_version`` / ``world_size`` give both (``WorldDataset.for_preset``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .world import HELDOUT_SEEDS, TRAIN_SEEDS, make_sample
+from .world import TRAIN_SEEDS, is_heldout, make_sample
+
+Size = int | tuple[int, int]     # v1: a square side; v2: (width, height)
 
 
 class HeldOutSeedError(ValueError):
@@ -23,7 +29,7 @@ class HeldOutSeedError(ValueError):
 
 def check_training_seeds(seeds) -> list[int]:
     seeds = [int(s) for s in seeds]
-    bad = [s for s in seeds if s in HELDOUT_SEEDS]
+    bad = [s for s in seeds if is_heldout(s)]
     if bad:
         raise HeldOutSeedError(f"seed {bad[0]} is held out for evaluation (500,000-999,999); "
                                f"training uses seeds 0-499,999")
@@ -55,15 +61,16 @@ class Bank:
 
 
 def _render_one(args):
-    seed, frames, size = args
-    s = make_sample(seed, num_frames=frames, size=size)
+    seed, frames, size, version = args
+    s = make_sample(seed, num_frames=frames, size=size, version=version)
     return s.clip.frames, s.garment_image, s.reference, s.prompt
 
 
-def render_bank(seeds, num_frames: int, size: int = 128, workers: int = 2, training: bool = True,
-                progress: bool = True) -> Bank:
+def render_bank(seeds, num_frames: int, size: Size = 128, workers: int = 2, training: bool = True,
+                progress: bool = True, version: int = 1) -> Bank:
+    """Pre-rendered samples of world ``version`` at ``size`` (training refuses held-out seeds)."""
     seeds = check_training_seeds(seeds) if training else [int(s) for s in seeds]
-    jobs = [(s, num_frames, size) for s in seeds]
+    jobs = [(s, num_frames, size, version) for s in seeds]
     ctx = mp.get_context("fork")
     from tqdm import tqdm
 
@@ -113,7 +120,7 @@ class FolderTriplets(torch.utils.data.Dataset):
     """A folder of real person/garment/video triplets; bad items are skipped with a warning, never a crash."""
 
     def __init__(self, root: str | Path, size: int = 128, num_frames: int = 33):
-        from ..streaming.preprocess import load_image  # noqa: F401  (validated lazily per item)
+        from ..media import load_image  # noqa: F401  (validated lazily per item)
 
         self.root = Path(root)
         if not self.root.is_dir():
@@ -132,7 +139,7 @@ class FolderTriplets(torch.utils.data.Dataset):
         return len(self.valid)
 
     def _load(self, i: str) -> dict:
-        from ..streaming.preprocess import fit_garment, fit_person, load_image
+        from ..media import fit_garment, fit_person, load_image
 
         frames = read_video(self.root / f"{i}.mp4", self.num_frames)
         if len(frames) < self.num_frames:
@@ -171,14 +178,31 @@ class WorldDataset(torch.utils.data.Dataset):
     latents. ``training=True`` (the default) refuses held-out seeds.
     """
 
-    def __init__(self, seeds, num_frames: int = 33, size: int = 128, codec=None, cache_dir: str | Path | None = None,
-                 training: bool = True):
+    def __init__(self, seeds, num_frames: int = 33, size: Size = 128, codec=None, cache_dir: str | Path | None = None,
+                 training: bool = True, version: int = 1):
         self.seeds = check_training_seeds(seeds) if training else [int(s) for s in seeds]
-        self.num_frames, self.size, self.codec = num_frames, size, codec
+        self.num_frames, self.size, self.codec, self.version = num_frames, size, codec, version
         self.cache = None
         if codec is not None and cache_dir is not None:
             self.cache = Path(cache_dir) / codec.sha256[:16]
             self.cache.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def for_preset(cls, preset, seeds, codec=None, cache_dir: str | Path | None = None,
+                   training: bool = True) -> "WorldDataset":
+        """Training clips of a preset: its world version, frame size and clip length."""
+        return cls(seeds, num_frames=preset.train_video_frames, size=preset.world_size, codec=codec,
+                   cache_dir=cache_dir, training=training, version=preset.world_version)
+
+    def _cache_name(self, seed: int) -> str:
+        # v1 keeps its original names (existing caches stay valid); v2 names carry the version and both sides
+        if self.version == 1:
+            return f"{seed}_{self.num_frames}_{self.size}.safetensors"
+        w, h = self.size
+        return f"{seed}_{self.num_frames}_v{self.version}_{w}x{h}.safetensors"
+
+    def _sample(self, seed: int):
+        return make_sample(seed, self.num_frames, self.size, version=self.version)
 
     def __len__(self) -> int:
         return len(self.seeds)
@@ -186,16 +210,16 @@ class WorldDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         seed = self.seeds[index]
         if self.codec is None:
-            s = make_sample(seed, self.num_frames, self.size)
+            s = self._sample(seed)
             return {"seed": seed, "prompt": s.prompt, "video": to_tensor_video(s.clip.frames),
                     "reference": to_tensor_image(s.reference), "garment": to_tensor_image(s.garment_image)}
-        path = self.cache / f"{seed}_{self.num_frames}_{self.size}.safetensors" if self.cache else None
+        path = self.cache / self._cache_name(seed) if self.cache else None
         if path is not None and path.exists():
             from safetensors.torch import load_file
 
             t = load_file(str(path))
-            return {"seed": seed, "prompt": make_prompt(seed), **{k: v.float() for k, v in t.items()}}
-        s = make_sample(seed, self.num_frames, self.size)
+            return {"seed": seed, "prompt": make_prompt(seed, self.version), **{k: v.float() for k, v in t.items()}}
+        s = self._sample(seed)
         with torch.no_grad():
             item = {"video": self.codec.encode(to_tensor_video(s.clip.frames)[None])[0],
                     "reference": self.codec.encode_image(to_tensor_image(s.reference)[None])[0],
@@ -208,7 +232,7 @@ class WorldDataset(torch.utils.data.Dataset):
         return {"seed": seed, "prompt": s.prompt, **item}
 
 
-def make_prompt(seed: int) -> str:
+def make_prompt(seed: int, version: int = 1) -> str:
     from .world import spec_for_seed
 
-    return spec_for_seed(seed).prompt
+    return spec_for_seed(seed, version=version).prompt

@@ -7,13 +7,17 @@ scale). Pose is a pure function of time, so the same clip can be rendered with a
 ground truth of every switch (masks, the clip without the switch, the clip with the other garment) is exact.
 
 Geometry is in units of the image height, so any even resolution renders the same world.
+
+World v2 (``world_v2.py``: domain-randomised scenes, portrait try-on framing) is selected with
+``version=2`` in ``spec_for_seed`` / ``make_sample`` / ``make_switch_sample``; the other functions follow the
+spec (or garment) they are given. v1's output does not change (the shipped v1 model depends on it).
 """
 
 from __future__ import annotations
 
 import colorsys
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -32,7 +36,20 @@ HAIR_COLORS = [(30, 24, 20), (70, 45, 28), (140, 95, 50), (220, 190, 120), (160,
 
 
 def is_heldout(seed: int) -> bool:
+    """Seeds 500,000-999,999 are evaluation material: training refuses them."""
     return seed in HELDOUT_SEEDS
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'A-B' (inclusive) or 'A,B,C'."""
+    text = str(text).strip()
+    if "-" in text and "," not in text:
+        a, b = text.split("-")
+        a, b = int(a), int(b)
+        if b < a:
+            raise ValueError(f"empty seed range {text}")
+        return list(range(a, b + 1))
+    return [int(s) for s in text.split(",") if s]
 
 
 def _hsv(h: float, s: float, v: float) -> tuple[int, int, int]:
@@ -151,7 +168,21 @@ class Spec:
         return self.motion.name
 
 
-def spec_for_seed(seed: int, num_garments: int = 4) -> Spec:
+def _v2():
+    from . import world_v2
+
+    return world_v2
+
+
+def _is_v2(record) -> bool:
+    return getattr(record, "version", 1) == 2
+
+
+def spec_for_seed(seed: int, num_garments: int = 4, version: int = 1) -> Spec:
+    if version == 2:
+        return _v2().spec_for_seed(seed, num_garments)
+    if version != 1:
+        raise ValueError(f"unknown world version {version} (1 or 2)")
     rng = np.random.default_rng(seed)
     person, scene, motion = Person.random(rng), Scene.random(rng), Motion.random(rng)
     garments: list[Garment] = []
@@ -347,6 +378,8 @@ def _limb(shoulder, angle: float, bend: float, l1: float, l2: float, side: int, 
 
 def render_frame(spec: Spec, garment: Garment, t: float, size: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One frame: (rgb uint8 HxWx3, person mask bool, garment mask bool), masks as exact support."""
+    if _is_v2(spec):
+        return _v2().render_frame(spec, garment, t, size)
     cv = Canvas(size)
     img = _background(cv, spec.scene).astype(np.float32)
     P, pose = spec.person, pose_at(spec, t)
@@ -458,6 +491,8 @@ def render_frame(spec: Spec, garment: Garment, t: float, size: int = 128) -> tup
 
 def render_flatlay(garment: Garment, size: int = 128) -> np.ndarray:
     """Product photo of the garment: canonical pose, centred on white."""
+    if _is_v2(garment):
+        return _v2().render_flatlay(garment, size)
     cv = Canvas(size)
     img = np.full(cv.x.shape + (3,), 255.0, np.float32)
     cx, top, bottom = 0.5, 0.2, 0.78 if garment.type != "dress" else 0.9
@@ -500,6 +535,8 @@ class Clip:
 def render_clip(spec: Spec, timeline: list[tuple[int, Garment]], num_frames: int, size: int = 128,
                 fps: int = 16, start_frame: int = 0) -> Clip:
     """Frames ``start_frame .. start_frame+num_frames-1``; ``timeline`` = [(first frame, garment), ...]."""
+    if _is_v2(spec):
+        return _v2().render_clip(spec, timeline, num_frames, size, fps, start_frame)
     if size % 2:
         raise ValueError(f"resolution must be even, got {size}")
     timeline = sorted(timeline, key=lambda e: e[0])
@@ -527,7 +564,12 @@ class Sample:
     prompt: str
 
 
-def make_sample(seed: int, num_frames: int = 33, size: int = 128, fps: int = 16) -> Sample:
+def make_sample(seed: int, num_frames: int = 33, size: int | tuple[int, int] | None = None, fps: int = 16,
+                version: int = 1) -> Sample:
+    """``size``: an int (v1, square; default 128) or (width, height) (v2, portrait; default 112x192)."""
+    if version == 2:
+        return _v2().make_sample(seed, num_frames, _v2().DEFAULT_SIZE if size is None else size, fps)
+    size = 128 if size is None else size
     spec = spec_for_seed(seed)
     target, other = spec.garments[0], spec.garments[1]
     clip = render_clip(spec, [(0, target)], num_frames, size, fps)
@@ -550,8 +592,12 @@ class SwitchSample:
     prompt: str
 
 
-def make_switch_sample(seed: int, switches: int = 1, num_frames: int = 64, size: int = 128, fps: int = 16,
-                       switch_frames: list[int] | None = None) -> SwitchSample:
+def make_switch_sample(seed: int, switches: int = 1, num_frames: int = 64, size: int | tuple[int, int] | None = None,
+                       fps: int = 16, switch_frames: list[int] | None = None, version: int = 1) -> SwitchSample:
+    if version == 2:
+        return _v2().make_switch_sample(seed, switches, num_frames, _v2().DEFAULT_SIZE if size is None else size,
+                                        fps, switch_frames)
+    size = 128 if size is None else size
     spec = spec_for_seed(seed, num_garments=max(4, min(switches + 2, 12)))
     rng = np.random.default_rng(seed + 7_919)
     if switch_frames is None:
@@ -575,10 +621,14 @@ def make_switch_sample(seed: int, switches: int = 1, num_frames: int = 64, size:
 
 def render_background(spec: Spec, size: int = 128) -> np.ndarray:
     """The empty scene (no person, no shadow): what a static camera sees behind the person."""
+    if _is_v2(spec):
+        return _v2().render_background(spec, size)
     return np.clip(_background(Canvas(size), spec.scene) + 0.5, 0, 255).astype(np.uint8)
 
 
 def scene_colors(spec: Spec) -> list[tuple[int, int, int]]:
     """Every non-garment colour the renderer paints on the person (skin, hair, trousers, shoes, face)."""
+    if _is_v2(spec):
+        return _v2().scene_colors(spec)
     p = spec.person
     return [p.skin, p.hair_color, p.trousers, p.shoes, (30, 30, 35), (150, 60, 60)]

@@ -5,6 +5,10 @@ Clips and single images (garment flat lays, references) from a pre-rendered bank
 latents so it tolerates generated ones. Exact resume from the run folder; at the end latents are
 normalised per channel, the codec is saved with its SHA-256, and a loss curve and held-out contact sheet
 are written.
+
+``--config`` picks the world (its ``world_version``) and the frame size the bank is rendered at (its
+``world_size``): `tiny` (the default) is v1 at 128x128, exactly as before; a v2 preset (e.g. `tiny-v2-a`)
+renders world v2 in portrait. The codec is convolutional, so one codec serves every size of its world.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import Preset, get_preset
 from ..data.datasets import Bank, render_bank, to_tensor_image, to_tensor_video
 from ..model.codec import TinyCodec
 from .runstate import (append_log, default_run_dir, load_run_state, plot_curves, read_log, save_run_state,
@@ -34,8 +39,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--bank-clips", type=int, default=1200, help="training seeds rendered into the bank")
     p.add_argument("--bank-frames", type=int, default=17)
-    p.add_argument("--run-dir", type=Path, default=None, help="run state (default ~/.cache/fashionchameleon/runs/codec)")
-    p.add_argument("--out", type=Path, default=Path("assets/checkpoints/codec"))
+    p.add_argument("--config", default="tiny", help="preset whose world version and frame size the bank is "
+                   "rendered at (tiny: world v1, 128x128; tiny-v2-*: world v2, portrait)")
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help="run state (default ~/.cache/fashionchameleon/runs/codec, codec-v2 for world v2)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="codec folder (default assets/checkpoints/codec; world v2: assets/checkpoints/codec-v2)")
     p.add_argument("--save-every", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
@@ -43,7 +52,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def batch_at(bank: Bank, step: int, batch: int, seed: int, crop: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random 9-frame windows and single images, as aligned random crops (multiples of 8)."""
+    """Random 9-frame windows and single images, as aligned random crops (multiples of 8; square crops of
+    portrait frames too)."""
     rng = step_rng(seed, step)
     idx = rng.integers(len(bank.seeds), size=batch)
     starts = rng.integers(bank.clips.shape[1] - WINDOW + 1, size=batch)
@@ -55,12 +65,19 @@ def batch_at(bank: Bank, step: int, batch: int, seed: int, crop: int = 64) -> tu
     frames = rng.integers(bank.clips.shape[1], size=batch)
     images = np.stack([bank.garments[a] if k == 0 else bank.references[a] if k == 1 else bank.clips[a, f]
                        for k, a, f in zip(kinds, j, frames)])
-    size = clips.shape[-2]
-    if crop < size:
-        cells = (size - crop) // 8 + 1
+    h, w = clips.shape[-3:-1]
+    if h == w and crop < h:
+        # square frames (v1): the original draws, so v1 codec runs resume and reproduce exactly
+        cells = (h - crop) // 8 + 1
         ys, xs = rng.integers(cells, size=(2, 2, batch)) * 8
         clips = np.stack([c[:, y:y + crop, x:x + crop] for c, y, x in zip(clips, ys[0], xs[0])])
         images = np.stack([im[y:y + crop, x:x + crop] for im, y, x in zip(images, ys[1], xs[1])])
+    elif h != w and crop < max(h, w):
+        ch, cw = min(crop, h), min(crop, w)
+        ys = rng.integers((h - ch) // 8 + 1, size=(2, batch)) * 8
+        xs = rng.integers((w - cw) // 8 + 1, size=(2, batch)) * 8
+        clips = np.stack([c[:, y:y + ch, x:x + cw] for c, y, x in zip(clips, ys[0], xs[0])])
+        images = np.stack([im[y:y + ch, x:x + cw] for im, y, x in zip(images, ys[1], xs[1])])
     return to_tensor_video(clips), to_tensor_image(images)
 
 
@@ -96,17 +113,31 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return 10 * math.log10(4.0 / max(mse, 1e-12))
 
 
+def codec_world(preset: Preset) -> tuple[int, int | tuple[int, int]]:
+    """(world version, render size) a codec for ``preset`` trains on; the tiny codec is 8x only."""
+    if preset.spatial_compression != 8 or preset.latent_channels != 16:
+        raise SystemExit(f"error: the tiny codec has 16 channels at 8x; {preset.name} needs "
+                         f"{preset.latent_channels} at {preset.spatial_compression}x")
+    return preset.world_version, preset.world_size
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     torch.set_num_threads(args.threads)
-    run_dir = args.run_dir or default_run_dir("codec")
+    preset = get_preset(getattr(args, "config", "tiny"))
+    version, size = codec_world(preset)
+    # v1 keeps its run folder, bank name and output (existing runs resume); v2 gets its own
+    suffix = "" if version == 1 else f"-v{version}"
+    args.out = args.out or Path(f"assets/checkpoints/codec{suffix}")
+    run_dir = args.run_dir or default_run_dir(f"codec{suffix}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    bank_path = run_dir / f"bank_{args.bank_clips}x{args.bank_frames}.npz"
+    tag = "" if version == 1 else f"v{version}_{size[0]}x{size[1]}_"
+    bank_path = run_dir / f"bank_{tag}{args.bank_clips}x{args.bank_frames}.npz"
     if bank_path.exists():
         bank = Bank.load(bank_path)
     else:
-        bank = render_bank(range(args.bank_clips), args.bank_frames, workers=2)
+        bank = render_bank(range(args.bank_clips), args.bank_frames, size=size, workers=2, version=version)
         bank.save(bank_path)
 
     torch.manual_seed(args.seed)
@@ -144,12 +175,13 @@ def run(args: argparse.Namespace) -> int:
             save_run_state(run_dir, step, {"codec": codec, "opt": opt})
     bar.close()
     plot_curves(read_log(run_dir), ["loss", "mse_video", "mse_image"], run_dir / "loss.png", "tiny codec")
-    finalize(codec, bank, args, run_dir)
+    finalize(codec, bank, args, run_dir, version, size)
     return 0
 
 
 @torch.no_grad()
-def finalize(codec, bank: Bank, args: argparse.Namespace, run_dir: Path) -> None:
+def finalize(codec, bank: Bank, args: argparse.Namespace, run_dir: Path, version: int = 1,
+             size: int | tuple[int, int] = 128) -> None:
     """Per-channel latent normalisation from training clips, save with hash, report held-out PSNR."""
     import shutil
 
@@ -158,9 +190,12 @@ def finalize(codec, bank: Bank, args: argparse.Namespace, run_dir: Path) -> None
     z = torch.cat(zs).transpose(0, 1).flatten(1)
     codec.latent_mean.copy_(z.mean(1))
     codec.latent_std.copy_(z.std(1).clamp_min(1e-3))
-    folder = codec.save(args.out, extra={"trained_steps": args.steps, "train_seeds": f"0-{args.bank_clips - 1}"})
+    extra = {"trained_steps": args.steps, "train_seeds": f"0-{args.bank_clips - 1}"}
+    if version != 1:    # v1's config.json stays as it was
+        extra.update(world_version=version, train_size=list(size))
+    folder = codec.save(args.out, extra=extra)
     shutil.copy(run_dir / "loss.png", folder / "loss.png")
-    from ..eval.codec_report import codec_report
+    from .codec_report import codec_report
 
-    report = codec_report(codec, args.eval_seeds, folder)
+    report = codec_report(codec, args.eval_seeds, folder, size=size, version=version)
     print(report, file=sys.stderr)

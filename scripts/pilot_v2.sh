@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Issue 17, item 2: the world-v2 pilot that chooses the `tiny` v2 shape (docs/train-tiny.md, "v2 pilot").
+#   codec     the shipped codec's PSNR on held-out world-v2 clips (for the record), then a codec trained on
+#             world v2 (same latent: 16 channels, 8x; the shipped one never saw textured scenes)
+#   teachers  per candidate preset: seconds a training step takes (a few calibration steps), then a teacher
+#             trained for TEACHER_SECONDS of that (equal CPU time; the step count is fixed once, so a
+#             re-run resumes the same schedule exactly)
+#   bench     end-to-end streaming speed of each candidate's shape (the student must hold 20 fps on 2 cores)
+#   eval      SwitchBench on held-out world-v2 seeds, the teacher row (bidirectional, protocol a) and the
+#             teacher streamed block-causally (`full`); paired intervals between candidates (`compare`)
+#   realbench real photos (scripts/make_realbench.py), no ground truth: fidelity, token grid, landing
+# Everything lives under $PILOT (outside the repository); re-running the script resumes where it stopped.
+# Usage: bash scripts/pilot_v2.sh [codec|teachers|bench|eval|realbench|all]
+#        SMOKE=1 CANDIDATES=tiny-v2-a PILOT=/tmp/pilot-smoke bash scripts/pilot_v2.sh all   (a few steps each)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+PILOT=${PILOT:-$HOME/.cache/fashionchameleon/pilot-v2}
+CANDIDATES=${CANDIDATES:-"tiny-v2-a tiny-v2-b tiny-v2-c"}
+THREADS=${THREADS:-2}
+TRAIN_SEEDS=${TRAIN_SEEDS:-0-2999}
+EVAL_SEEDS=${EVAL_SEEDS:-500000-500015}
+TEACHER_SECONDS=${TEACHER_SECONDS:-3600}
+CALIB_STEPS=${CALIB_STEPS:-6}
+CODEC_STEPS=${CODEC_STEPS:-3000}
+CODEC_CLIPS=${CODEC_CLIPS:-1200}
+BATCH=${BATCH:-8}
+EVAL_CASES=${EVAL_CASES:-16}
+REAL_ARGS=${REAL_ARGS:-}
+BENCH_BLOCKS=${BENCH_BLOCKS:-60}
+BENCH_ARGS=${BENCH_ARGS:-}
+if [ "${SMOKE:-0}" = 1 ]; then   # proves the commands run: a few steps, a few clips, one case
+  TRAIN_SEEDS=0-7; TEACHER_SECONDS=2; CALIB_STEPS=2; CODEC_STEPS=2; CODEC_CLIPS=8; BATCH=2; EVAL_CASES=1
+  REAL_ARGS="--persons astronaut --garments 2"; BENCH_BLOCKS=32; BENCH_ARGS=--no-teacher
+fi
+CODEC=$PILOT/codec-v2
+REPORTS=$PILOT/reports
+export FASHIONCHAMELEON_RUNS=$PILOT/runs          # latent banks and default run folders go here too
+mkdir -p "$REPORTS"
+what=${1:-all}
+want() { [ "$what" = "$1" ] || [ "$what" = all ]; }
+
+if want codec; then
+  if [ ! -f "$REPORTS/codec-v1-on-v2.json" ]; then
+    $PY -c "from fashionchameleon.model.codec import load_codec; from fashionchameleon.training.codec_report import codec_report
+print(codec_report(load_codec('assets/checkpoints/codec'), '500000-500007', size=(112, 192), version=2))" \
+      > "$REPORTS/codec-v1-on-v2.json"
+  fi
+  if [ -f "$CODEC/codec.safetensors" ]; then echo "codec-v2: trained already"; else
+    # the codec is convolutional: one codec (rendered at tiny-v2-a's 112x192) serves every v2 candidate
+    $PY -m fashionchameleon train-codec --config tiny-v2-a --steps "$CODEC_STEPS" --bank-clips "$CODEC_CLIPS" \
+      --run-dir "$PILOT/runs/codec-v2" --out "$CODEC" --threads "$THREADS" \
+      --eval-seeds "$([ "${SMOKE:-0}" = 1 ] && echo 500000-500001 || echo 500000-500031)"
+  fi
+fi
+
+common=(--stage teacher --codec "$CODEC" --train-seeds "$TRAIN_SEEDS" --batch "$BATCH" --threads "$THREADS")
+if want teachers; then
+  for c in $CANDIDATES; do
+    steps_file=$PILOT/runs/teacher-$c.steps
+    if [ ! -f "$steps_file" ]; then
+      # seconds per step, measured after the first (warm-up) step, in a scratch run folder
+      rm -rf "$PILOT/runs/calib-$c"
+      $PY -m fashionchameleon train "${common[@]}" --config "$c" --steps 1000 --stop-after "$CALIB_STEPS" \
+        --run-dir "$PILOT/runs/calib-$c" --save-every 100000 --sample-every 0
+      $PY - "$PILOT/runs/calib-$c/log.jsonl" "$TEACHER_SECONDS" > "$steps_file" <<'EOF'
+import json, statistics, sys
+secs = [json.loads(line)["sec"] for line in open(sys.argv[1])][1:]
+print(max(2, int(float(sys.argv[2]) / statistics.median(secs))))
+EOF
+      rm -rf "$PILOT/runs/calib-$c"
+    fi
+    echo "$c: $(cat "$steps_file") teacher steps"
+    if [ -f "$PILOT/teacher-$c/config.json" ]; then echo "teacher-$c: exported already"; continue; fi
+    $PY -m fashionchameleon train "${common[@]}" --config "$c" --steps "$(cat "$steps_file")" \
+      --warmup "$([ "${SMOKE:-0}" = 1 ] && echo 1 || echo 50)" --run-dir "$PILOT/runs/teacher-$c" \
+      --out "$PILOT/teacher-$c" --save-every 50 --sample-every 500
+  done
+fi
+
+if want bench; then   # speed does not depend on the weights: the teacher's shape is the student's
+  for c in $CANDIDATES; do
+    $PY -m fashionchameleon bench --checkpoint "$PILOT/teacher-$c" --codec-folder "$CODEC" --config "$c" \
+      --blocks "$BENCH_BLOCKS" --threads "$THREADS" $BENCH_ARGS --json > "$REPORTS/bench-$c.json"
+  done
+fi
+
+if want eval; then
+  prev=
+  for c in $CANDIDATES; do
+    $PY -m fashionchameleon eval --checkpoint "$PILOT/teacher-$c" --codec "$CODEC" --with-teacher \
+      --teacher "$PILOT/teacher-$c" --variants full --protocols a --seeds "$EVAL_SEEDS" --cases "$EVAL_CASES" \
+      --threads "$THREADS" --out "$REPORTS/switchbench-$c" --json > "$REPORTS/switchbench-$c.json"
+    if [ -n "$prev" ]; then   # paired by seed: intervals of (this - previous candidate)
+      $PY -m fashionchameleon compare "$REPORTS/switchbench-$prev.json" "$REPORTS/switchbench-$c.json" \
+        --variant teacher --json > "$REPORTS/compare-$prev-$c.json"
+    fi
+    prev=$c
+  done
+fi
+
+if want realbench; then
+  [ -d "$PILOT/realbench" ] || $PY scripts/make_realbench.py "$PILOT/realbench" $REAL_ARGS
+  for c in $CANDIDATES; do
+    $PY -m fashionchameleon eval --real "$PILOT/realbench" --checkpoint "$PILOT/teacher-$c" --codec "$CODEC" \
+      --threads "$THREADS" --out "$REPORTS/realbench-$c" --json > "$REPORTS/realbench-$c.json"
+  done
+fi
+echo "pilot outputs: $REPORTS"

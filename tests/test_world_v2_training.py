@@ -1,0 +1,169 @@
+"""Training on world v2: presets pick the world and the portrait size; v1 `tiny` data stays exactly as it was."""
+
+import argparse
+import hashlib
+import json
+
+import pytest
+import torch
+
+from fashionchameleon.config import PRESETS, TINY_V2_PROMPTS, Preset, get_preset
+from fashionchameleon.data import world_v2
+from fashionchameleon.data.datasets import HeldOutSeedError, WorldDataset, render_bank
+from fashionchameleon.training import latents
+from fashionchameleon.training import trainer as trainer_mod
+
+V2 = [name for name, p in PRESETS.items() if p.world_version == 2]
+
+
+def test_v2_presets_are_portrait_with_the_v2_world_vocabulary():
+    assert {"tiny-v2-a", "tiny-v2-b", "tiny-v2-c", "micro-v2"} <= set(V2)
+    for name in V2:
+        p = get_preset(name)
+        w, h = p.resolution
+        assert h > w and p.world_size == (w, h)
+        assert p.model.prompt_vocab == TINY_V2_PROMPTS == world_v2.MOTIONS
+        # every latent frame splits into whole patches
+        _, ph, pw = p.model.patch_size
+        lh, lw = p.latent_size
+        assert lh % ph == 0 and lw % pw == 0
+
+
+def test_v1_presets_round_trip_unchanged_and_v2_keeps_its_world():
+    tiny = get_preset("tiny")
+    assert tiny.world_version == 1 and tiny.world_size == 128
+    assert "world_version" not in tiny.to_dict()          # the shipped config.json format is unchanged
+    assert Preset.from_dict(json.loads(tiny.to_json())) == tiny
+    v2 = get_preset("tiny-v2-a")
+    assert Preset.from_dict(json.loads(v2.to_json())) == v2
+
+
+@pytest.mark.parametrize("name", ["micro-v2", "tiny-v2-a", "tiny-v2-b"])
+def test_v2_dataset_yields_portrait_tensors_of_the_preset(name):
+    p = get_preset(name)
+    w, h = p.resolution
+    item = WorldDataset.for_preset(p, [3])[0]
+    assert item["video"].shape == (3, p.train_video_frames, h, w)
+    assert item["reference"].shape == item["garment"].shape == (3, h, w)
+    assert item["prompt"] in TINY_V2_PROMPTS
+    assert item["prompt"] == world_v2.spec_for_seed(3).prompt      # the v2 world's prompt, not v1's
+
+
+def test_training_refuses_heldout_seeds_on_v2():
+    p = get_preset("micro-v2")
+    with pytest.raises(HeldOutSeedError):
+        WorldDataset.for_preset(p, [1, 500_000])
+    with pytest.raises(HeldOutSeedError):
+        render_bank([2, 750_000], 5, size=p.world_size, version=2, workers=1, progress=False)
+    with pytest.raises(HeldOutSeedError):
+        latents.build_or_load_bank("no-codec", "0" * 64, [4, 999_999], frames=5, size=p.world_size, version=2)
+    assert len(WorldDataset.for_preset(p, [600_000], training=False)) == 1   # evaluation may read them
+
+
+def test_v1_tiny_data_unchanged():
+    # pinned from the code before world versions existed: the shipped v1 model depends on these tensors
+    ds = WorldDataset([1234, 77], num_frames=9, size=128)
+    assert WorldDataset.for_preset(get_preset("tiny"), [0]).size == 128
+    h = hashlib.sha256()
+    for i in range(len(ds)):
+        item = ds[i]
+        for k in ("video", "reference", "garment"):
+            h.update(item[k].numpy().tobytes())
+        h.update(item["prompt"].encode())
+    assert h.hexdigest() == "cc67cdeb2466f8de3f71f54ff3c7a17aae2ede9082aeaf46d4c1685c6f67ef0f"
+    # v1 bank names stay what they were (banks already built keep being found)
+    from pathlib import Path
+
+    assert latents.bank_path(Path("r"), "ab" * 32, [0, 9], 33, 128).name == f"{'ab' * 8}_0-9_33f_128px.safetensors"
+    assert latents.bank_path(Path("r"), "ab" * 32, [0, 9], 33, (112, 192), 2).name == \
+        f"{'ab' * 8}_0-9_33f_v2_112x192.safetensors"
+
+
+def test_codec_batches_crop_portrait_frames():
+    import numpy as np
+
+    from fashionchameleon.data.datasets import Bank
+    from fashionchameleon.training.codec_train import batch_at
+
+    n, t, h, w = 3, 12, 48, 32
+    rng = np.random.default_rng(0)
+    bank = Bank(np.arange(n), rng.integers(0, 255, (n, t, h, w, 3), dtype=np.uint8),
+                rng.integers(0, 255, (n, h, w, 3), dtype=np.uint8), rng.integers(0, 255, (n, h, w, 3), dtype=np.uint8),
+                ["sway"] * n)
+    video, images = batch_at(bank, 0, 2, 0, crop=24)
+    assert video.shape == (2, 3, 9, 24, 24) and images.shape == (2, 3, 24, 24)
+    video, images = batch_at(bank, 0, 2, 0, crop=64)      # crop larger than a side: that side stays whole
+    assert video.shape == (2, 3, 9, 48, 32)
+
+
+def _args(**kw) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    trainer_mod.add_arguments(p)
+    argv = [f"--{k.replace('_', '-')}={v}" for k, v in kw.items()]
+    return p.parse_args(["--stage", "teacher", *argv])
+
+
+def test_two_step_v2_teacher_runs_and_saves_a_loadable_checkpoint(micro_assets, tmp_path, monkeypatch):
+    from fashionchameleon.model.loading import load_checkpoint
+
+    _, codec = micro_assets
+    monkeypatch.setenv("FASHIONCHAMELEON_RUNS", str(tmp_path / "runs"))   # the latent bank goes here
+    out = tmp_path / "teacher"
+    args = _args(config="micro-v2", codec=codec, train_seeds="0-3", run_dir=tmp_path / "run", steps=2, batch=2,
+                 warmup=1, save_every=1, sample_every=0, threads=1, out=out)
+    assert trainer_mod.run(args) == 0
+    model, preset, meta = load_checkpoint(out)
+    assert preset.name == "micro-v2" and preset.world_version == 2 and meta["steps"] == 2
+    banks = list((tmp_path / "runs" / "latents").glob("*_v2_32x48.safetensors"))
+    assert len(banks) == 1                                   # portrait latents of world v2, named as such
+    w, h = preset.resolution
+    with torch.no_grad():
+        lat = torch.randn(1, 16, 3, h // 8, w // 8)
+        y = model(lat, torch.zeros(1), ["hair"])
+    assert y.shape == lat.shape and torch.isfinite(y).all()
+
+
+def test_a_bank_of_another_size_is_refused(tmp_path):
+    from fashionchameleon.training.latents import LatentBank
+
+    bank = tmp_path / "v1.safetensors"
+    n = 2
+    LatentBank(torch.arange(n), torch.zeros(n, 16, 9, 4, 4).half(), torch.zeros(n, 16, 1, 4, 4).half(),
+               torch.zeros(n, 16, 1, 4, 4).half(), ["sway"] * n).save(bank)
+    args = _args(config="micro-v2", bank=bank, codec=tmp_path / "no-codec", run_dir=tmp_path / "run", steps=1,
+                 threads=1, sample_every=0)
+    with pytest.raises(SystemExit, match="4x4 latents"):
+        trainer_mod.run(args)
+
+
+def test_a_student_cannot_start_from_a_teacher_of_another_shape(micro_assets, tmp_path):
+    model_dir, _ = micro_assets            # a `micro` (v1, 32x32) network: another vocabulary than micro-v2
+    args = _args(config="micro-v2", init=model_dir, codec=tmp_path / "no-codec", run_dir=tmp_path / "run")
+    args.stage = "forcing"
+    with pytest.raises(SystemExit, match="another shape"):
+        trainer_mod.Trainer(args)
+
+
+def test_switchbench_renders_the_ground_truth_of_the_generators_world(micro_assets):
+    import numpy as np
+
+    from fashionchameleon.eval.switchbench import (World, case_metrics, ground_truth, long_run, make_case,
+                                                   stream_case, world_of)
+    from fashionchameleon.model.codec import load_codec
+    from fashionchameleon.streaming.generator import StreamingGenerator
+
+    _, codec_dir = micro_assets
+    gen = StreamingGenerator.random("micro-v2", load_codec(codec_dir))
+    assert world_of(gen) == World(2, (32, 48))
+    seed = 500_003
+    case = make_case(seed, switches=1)
+    gt = ground_truth(seed, case, world_of(gen))
+    assert gt.spec.version == 2 and gt.clip.frames.shape[1:] == (48, 32, 3)
+    frames, applied = stream_case(gen, gt, case, "full", primed=True)
+    assert frames.shape[1:] == (48, 32, 3)
+    m = case_metrics(frames, gt if applied == case.switch_frames else ground_truth(seed, case, world_of(gen), applied),
+                     primed=True)
+    assert np.isfinite(m["garment_color_error"]) and np.isfinite(m["outside_psnr"])
+    assert np.isfinite(long_run(gen, seed, frames=100)["drift_ratio"])
+    # an int still means world v1 at that square size (what callers passed before world v2)
+    assert ground_truth(seed, case, 32).clip.frames.shape[1:] == (32, 32, 3)
