@@ -111,11 +111,11 @@ with gr.Blocks(title="FashionChameleon", delete_cache=(600, 3600)) as demo:
         with gr.Tab("Try on", elem_id="tryon-tab"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    person = ImageFile(label="Person", sources=["upload", "webcam", "clipboard"], height=220,
-                                       elem_id="person")
+                    person = ImageFile(type="filepath", label="Person", sources=["upload", "webcam", "clipboard"],
+                                       height=220, elem_id="person")
                     gr.Examples([[p] for p in EXAMPLES.persons], inputs=[person],
                                 label="Example people (synthetic world)", elem_id="person-examples")
-                    garment = ImageFile(label="Selected garment", height=160, interactive=True,
+                    garment = ImageFile(type="filepath", label="Selected garment", height=160, interactive=True,
                                         elem_id="selected-garment")
                     garments = gr.Gallery(value=[(g, f"garment {i}") for i, g in enumerate(EXAMPLES.garments)],
                                           label="Garments: click one (during a run it switches the video)", columns=4,
@@ -139,13 +139,13 @@ with gr.Blocks(title="FashionChameleon", delete_cache=(600, 3600)) as demo:
                         "(only the garment refreshed) and **restart** (a new generation from the last frame).")
             with gr.Row():
                 with gr.Column(scale=1):
-                    c_person = ImageFile(label="Person", sources=["upload", "clipboard"], height=180,
-                                         value=EXAMPLES.persons[0], elem_id="compare-person")
+                    c_person = ImageFile(type="filepath", label="Person", sources=["upload", "clipboard"],
+                                         height=180, value=EXAMPLES.persons[0], elem_id="compare-person")
                     with gr.Row():
-                        c_garment = ImageFile(label="Garment", height=120, value=EXAMPLES.garments[0],
-                                              elem_id="compare-garment")
-                        c_switch = ImageFile(label="Switch to", height=120, value=EXAMPLES.garments[1],
-                                             elem_id="compare-switch")
+                        c_garment = ImageFile(type="filepath", label="Garment", height=120,
+                                              value=EXAMPLES.garments[0], elem_id="compare-garment")
+                        c_switch = ImageFile(type="filepath", label="Switch to", height=120,
+                                             value=EXAMPLES.garments[1], elem_id="compare-switch")
                     with gr.Row():
                         c_motion = gr.Dropdown(MOTIONS, value=MOTIONS[0], label="Motion")
                         c_seed = gr.Number(value=0, precision=0, label="Seed")
@@ -159,7 +159,7 @@ with gr.Blocks(title="FashionChameleon", delete_cache=(600, 3600)) as demo:
                                        height=320, elem_id="compare-video")
                     c_status = gr.Markdown("Ready.", elem_id="compare-status")
     gr.Markdown(NOTICE + "\n\n" + RESPONSIBLE)
-    switch_image = ImageFile(visible=False)
+    switch_image = ImageFile(type="filepath", visible=False)
     switch_ack = gr.Textbox(visible=False)
     switch_api = gr.Button(visible=False)
 

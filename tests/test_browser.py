@@ -34,8 +34,8 @@ def test_generate_switch_stop_in_a_real_browser(tmp_path):
         page.wait_for_function("() => { const v = document.querySelector('#video video');"
                                " return v && v.currentTime > 0; }", timeout=90_000)
         first_visible = time.time() - t_click
-        page.wait_for_function("() => document.querySelector('#status').innerText.includes('frames: 2')",
-                               timeout=60_000)
+        page.wait_for_function("() => { const m = document.querySelector('#status').innerText.match(/frames: (\\d+)/);"
+                               " return m && parseInt(m[1]) >= 21; }", timeout=60_000)
         t_switch = time.time()
         page.locator("#garments .gallery-item").nth(3).click()
         page.wait_for_function("() => document.querySelector('#status').innerText.includes('took effect at frame')",

@@ -20,9 +20,11 @@ class ImageFile(gr.Image):
     Here the handler gets the path and decodes it with the project's loader (pixel limit first, clear
     messages, EXIF). Inline ``data:`` URLs are written to the cache as bytes, still undecoded."""
 
-    def __init__(self, *args, **kwargs):
-        kwargs["type"] = "filepath"
-        super().__init__(*args, **kwargs)
+    # No __init__ of its own: Gradio builds a component's browser config from its constructor's signature.
+    # Create it with type="filepath" (what the API reports); preprocess returns a path whatever the type.
+
+    def get_block_name(self) -> str:
+        return "image"          # the browser side is the stock image component
 
     def preprocess(self, payload) -> str | None:
         if payload is None:
