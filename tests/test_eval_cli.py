@@ -35,6 +35,8 @@ def test_eval_json_contract(micro_assets, tmp_path):
     assert (tmp_path / "rep" / "report.md").exists() and (tmp_path / "rep" / "leakage_curves.png").exists()
     assert (tmp_path / "rep" / "long_runs.png").exists()
     assert "protocol (a)" in err
+    for r in out["per_case"]["a"]["full"]:     # the window's worst jump includes the one at the switch
+        assert r["motion_discontinuity_max"] >= r["motion_discontinuity"] - 1e-9
     # per-case results, paired by seed in `compare`
     assert [r["seed"] for r in out["per_case"]["a"]["full"]] == [500000, 500001, 500002]
     long = out["per_case"]["long"]

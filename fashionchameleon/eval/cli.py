@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 TEN_SWITCH_METRICS = ("identity_drift", "background_drift", "garment_color_error", "leakage",
-                      "motion_discontinuity")
+                      "motion_discontinuity", "motion_discontinuity_max")
 
 
 def long_runs(gen, seeds: list[int], variants: list[str], frames: int) -> tuple[dict, dict]:
@@ -193,6 +193,7 @@ def print_table(out: dict, file=sys.stderr) -> None:
 
     short = {"garment_color_error": "color", "texture_score": "texture", "leakage": "leak",
              "switch_latency_frames": "latency", "outside_psnr": "out_psnr", "motion_discontinuity": "jump",
+             "motion_discontinuity_max": "jump_max",
              "motion_amplitude_ratio": "motion", "flicker": "flicker"}
     for key, title in (("rows", "protocol (a): primed with ground truth"), ("rows_free", "protocol (b): free-running")):
         rows = out.get(key) or {}

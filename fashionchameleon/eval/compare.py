@@ -38,8 +38,8 @@ def paired(rows_a: list[dict], rows_b: list[dict], metrics) -> tuple[dict, int]:
     pairs = [(by_seed[r["seed"]], r) for r in rows_b if r["seed"] in by_seed]
     out = {}
     for m in metrics:
-        a = np.array([_num(x[m]) for x, _ in pairs])
-        b = np.array([_num(y[m]) for _, y in pairs])
+        a = np.array([_num(x.get(m)) for x, _ in pairs])      # reports from before a metric existed: NaN
+        b = np.array([_num(y.get(m)) for _, y in pairs])
         out[m] = {"a": float(np.nanmean(a)) if np.isfinite(a).any() else float("nan"),
                   "b": float(np.nanmean(b)) if np.isfinite(b).any() else float("nan"),
                   "diff_ci": list(M.paired_bootstrap(b - a))}

@@ -28,9 +28,10 @@ from . import metrics as M
 WINDOW = 16
 LEAK_FROM = 8
 METRICS = ("garment_color_error", "texture_score", "leakage", "switch_latency_frames", "outside_psnr",
-           "motion_discontinuity", "motion_amplitude_ratio", "flicker")
+           "motion_discontinuity", "motion_discontinuity_max", "motion_amplitude_ratio", "flicker")
 LOWER_IS_BETTER = {"garment_color_error": True, "texture_score": False, "leakage": True, "switch_latency_frames": True,
-                   "outside_psnr": False, "motion_discontinuity": True, "motion_amplitude_ratio": None, "flicker": True}
+                   "outside_psnr": False, "motion_discontinuity": True, "motion_discontinuity_max": True,
+                   "motion_amplitude_ratio": None, "flicker": True}
 
 
 def block_starts(n: int, first: int = 9, block: int = 12) -> list[int]:
@@ -185,6 +186,9 @@ def case_metrics(frames: np.ndarray, gt, primed: bool) -> dict[str, float]:
             "switch_latency_frames": float(M.switch_latency_frames(per_frame)),
             "outside_psnr": outside,
             "motion_discontinuity": M.motion_discontinuity(gen_person, f),
+            # the largest jump anywhere in the window: also catches one a block after the switch (re-anchoring)
+            "motion_discontinuity_max": max(M.motion_discontinuity(gen_person, i)
+                                            for i in range(f, min(f + WINDOW, len(gen_person) - 1))),
             "motion_amplitude_ratio": M.motion_amplitude_ratio(gen_person[w], gt_person[w]),
             "flicker": M.flicker(g, static),
             "_leakage_curve": per_frame,
