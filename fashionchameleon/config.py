@@ -89,8 +89,8 @@ class StreamConfig:
     window_frames: int = 6         # rolling history after the sink
     keep_recent: int = 3           # history frames a garment switch keeps (re-cached under the new prefix)
     withdraw_sink: bool = True     # whether a switch also withdraws the sink (it shows the old garment)
-    reanchor_after: int = 1        # blocks after a switch at which `full` puts the original reference back
-    reference_mix: float = 0.5     # the `blend` variant: last-frame share of a rebuilt reference latent
+    reference_mix: float = 0.5     # `full`: last-frame share of the reference rebuilt at a switch (1 = paper)
+    reanchor_after: int = 0        # `full`: blocks after a switch until the original reference is back (0: never)
     denoise_timesteps: tuple[int, ...] = (1000, 750, 500, 250)
     timestep_shift: float = 5.0    # flow-matching shift applied to the nominal timesteps
 

@@ -188,7 +188,7 @@ def test_rescheduler_leaves_exactly_what_it_should(micro_generator, images):
     # disentangle: the new reference is encode_image of the last decoded frame
     s = streamed()
     last = torch.from_numpy(s.last_frame.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
-    res = KVRescheduler(gen.model, gen.codec, variant_policy("full", 3)).switch(
+    res = KVRescheduler(gen.model, gen.codec, variant_policy("paper")).switch(
         s.cache, reference=s.reference, garment=s.garment, new_garment_image=new_img, last_frame=last,
         recent_latents=s.recent, text=s.text)
     torch.testing.assert_close(res.reference, gen.codec.encode_image(last))
@@ -255,8 +255,7 @@ def test_reanchor_puts_the_original_reference_back_after_the_switch_has_landed(m
     gen = micro_generator
     for after in (1, 2):
         s = gen.session(person, garment, "wave", seed=2, variant="full", num_frames=12 * 8)
-        assert s.policy.reanchor_after == 1        # the streaming config's default
-        s.policy = variant_policy("full", 3, True, reanchor_after=after)
+        s.policy = variant_policy("full", 3, True, reference_mix=1.0, reanchor_after=after)
         prefixes, history = [], []
         for chunk in s:
             prefixes.append((s.reference.clone(), s.cache.keys["prefix"][0].clone()))

@@ -139,8 +139,8 @@ class Session:
         self.gen = gen
         cfg = gen.preset.stream
         self.stream_cfg = cfg
-        self.policy = variant_policy(variant, cfg.keep_recent, cfg.withdraw_sink, cfg.reanchor_after,
-                                     cfg.reference_mix)
+        self.policy = variant_policy(variant, cfg.keep_recent, cfg.withdraw_sink, cfg.reference_mix,
+                                     cfg.reanchor_after)
         self.variant = variant
         self.rescheduler = KVRescheduler(gen.model, gen.codec, self.policy)
         self.channel = channel or LocalChannel()
