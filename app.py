@@ -28,7 +28,7 @@ from fashionchameleon.app.state import AppState, examples, load_generator
 from fashionchameleon.app.widgets import ImageFile
 
 MAX_SECONDS = int(os.environ.get("FC_MAX_SECONDS", "30"))
-SEGMENT_SECONDS = float(os.environ.get("FC_SEGMENT_SECONDS", "1.5"))
+SEGMENT_SECONDS = float(os.environ.get("FC_SEGMENT_SECONDS", "0.75"))
 GEN, GEN_NOTE = load_generator(os.environ.get("FC_CHECKPOINT"), os.environ.get("FC_CODEC"))
 EXAMPLES = examples(GEN.resolution[1])
 STATE = AppState(GEN, max_active=int(os.environ.get("FC_MAX_ACTIVE", "1")),

@@ -61,15 +61,18 @@ class RunUpdate:
     done: bool = False
 
 
-SEGMENT_SECONDS = 1.5      # playback length of a segment after the first (see docs/run-demo.md, slow networks)
+# Playback length of a segment after the first. In the browser test over a 150 ms / 2 Mbit/s link, one block
+# (0.75 s) stalled 1-3 times in a 10 s run (three runs) and 1.5 s segments 3 times (two runs): longer ones
+# need less bandwidth but leave the player waiting after the short first segment. See BENCHMARKS.md.
+SEGMENT_SECONDS = 0.75
 
 
 def stream_run(gen, person: np.ndarray, garment: np.ndarray, garment_label: str, prompt: str | None, seed: int,
                max_frames: int, mailbox: str | Path, out_dir: str | Path, display_size: int = 512,
                variant: str = "full", segment_seconds: float = SEGMENT_SECONDS):
     """Stream a session as H.264 segments. The first segment is the first block, so the first frame shows as
-    soon as it exists; later segments gather blocks up to ``segment_seconds`` of playback: each segment
-    starts on a keyframe, which is most of its bytes, and short segments stall players on slow links."""
+    soon as it exists; later segments gather blocks up to ``segment_seconds`` of playback (a keyframe starts
+    each segment and is most of its bytes, so longer segments need less bandwidth but arrive later)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     channel = DirChannel(mailbox)
