@@ -94,12 +94,28 @@ def test_stop_and_bad_input_over_the_api(server):
             assert "Stopping" in c.predict(api_name="/stop")
             c.predict(api_name="/stop")                            # twice is harmless
             stopped = True
-    assert "Run ended: stopped." in job.outputs()[-1][1]
+    assert "Run ended: stopped at frame" in job.outputs()[-1][1]
     with pytest.raises(Exception):
         c.predict(None, handle_file(ex.garments[0]), "walk", 0, 3, api_name="/generate")
     # and the app keeps serving
     assert "Done" in c.predict(handle_file(ex.persons[0]), handle_file(ex.garments[0]), "walk", 0, 2,
                                api_name="/generate")[1]
+
+
+def test_compare_over_the_api_streams_panels_side_by_side(server):
+    ex = examples(128)
+    c = Client(server, verbose=False, download_files=False)
+    job = c.submit(handle_file(ex.persons[0]), handle_file(ex.garments[0]), handle_file(ex.garments[1]), "walk", 0,
+                   2, 1, api_name="/compare")
+    playlist = None
+    for video, status in job:
+        if video:
+            playlist = video["url"]
+    final = job.outputs()[-1][1]
+    for v in ("full", "naive", "restart"):
+        assert f"switch to garment_1 ({v}): took effect at frame 21" in final, final   # 1 s = frame 16 -> 21
+    frames = fetch_frames(playlist)
+    assert len(frames) == 32 and frames[0].shape[1] > 2 * frames[0].shape[0]      # three panels, wider than tall
 
 
 def test_files_outside_the_app_folders_cannot_be_read(server):
