@@ -8,7 +8,6 @@ the published diffusers configs so that their checkpoints load one to one.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,9 +165,6 @@ class Preset:
         d["stream"] = StreamConfig.from_dict(d.get("stream", {}))
         d["resolution"] = tuple(d.get("resolution", (128, 128)))
         return cls(**d)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
 
 
 # Wan-AI/Wan2.2-TI2V-5B-Diffusers' transformer (one network, two framings below).
