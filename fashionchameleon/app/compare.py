@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..streaming.events import DirChannel
-from .run import RunUpdate, display_frames
+from .run import RunUpdate, display_frames, playback_fps, write_segment
 
 DEFAULT_PANELS = ("full", "naive", "restart")
 
@@ -67,8 +67,6 @@ def stream_compare(gen, person: np.ndarray, garment: np.ndarray, switch_to: np.n
             out += [{**e, "label": f"{e['label']} ({v})"} for e in s.events if e["kind"] == "switch"]
         return out
 
-    from ..media import encode_segment
-
     try:
         while not all(finished):
             if channel.stop_requested():
@@ -99,14 +97,10 @@ def stream_compare(gen, person: np.ndarray, garment: np.ndarray, switch_to: np.n
             n += ready
             gen_fps = n / max(time.perf_counter() - t0, 1e-6)
             if k >= 1:
-                play_fps = float(max(4, min(gen.preset.fps, int(gen_fps * 0.9))))
+                play_fps = playback_fps(gen.preset.fps, gen_fps)
             seg = out_dir / f"compare_{k:05d}.ts"
-            try:
-                encode_segment(frames, play_fps, seg)
-            except OSError:
-                if out_dir.is_dir():
-                    raise
-                return        # the page closed and its folder went with it
+            if not write_segment(frames, play_fps, seg):
+                return        # the page closed: nobody is watching
             k += 1
             yield RunUpdate(str(seg), n, labels[1] if all(posted) else labels[0], gen_fps, play_fps, events())
     finally:

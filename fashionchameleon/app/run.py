@@ -67,6 +67,23 @@ class RunUpdate:
 SEGMENT_SECONDS = 0.75
 
 
+def playback_fps(model_fps: int, gen_fps: float) -> float:
+    """Play no faster than generation sustains (with a margin), so the player never runs dry."""
+    return float(max(4, min(model_fps, int(gen_fps * 0.9))))
+
+
+def write_segment(frames: np.ndarray, fps: float, path: Path) -> bool:
+    """Encode one H.264 segment; False when its folder was removed under the run (the page closed and its
+    folder went with it: nobody is watching)."""
+    try:
+        encode_segment(frames, fps, path)
+    except OSError:
+        if path.parent.is_dir():
+            raise
+        return False
+    return True
+
+
 def stream_run(gen, person: np.ndarray, garment: np.ndarray, garment_label: str, prompt: str | None, seed: int,
                max_frames: int, mailbox: str | Path, out_dir: str | Path, display_size: int = 512,
                variant: str = "full", segment_seconds: float = SEGMENT_SECONDS):
@@ -92,15 +109,10 @@ def stream_run(gen, person: np.ndarray, garment: np.ndarray, garment_label: str,
         pending.clear()
         gen_fps = n / max(time.perf_counter() - t_start, 1e-6)
         if segments >= 1:
-            # play no faster than generation sustains (with a margin), so the player never runs dry
-            play_fps = float(max(4, min(model_fps, int(gen_fps * 0.9))))
+            play_fps = playback_fps(model_fps, gen_fps)
         seg = out_dir / f"segment_{segments:05d}.ts"
-        try:
-            encode_segment(display_frames(frames, display_size), play_fps, seg)
-        except OSError:
-            if out_dir.is_dir():
-                raise
-            closed = True       # the page closed and its folder went with it: nobody is watching
+        if not write_segment(display_frames(frames, display_size), play_fps, seg):
+            closed = True
             return None
         segments += 1
         return RunUpdate(str(seg), n, garment, gen_fps, play_fps, session.events)
