@@ -90,14 +90,14 @@ def stream_dit(model, preset, device: torch.device, dtype: torch.dtype, blocks: 
     """Prefill, then ``blocks`` blocks of 4 denoising steps + commit, as a streaming session runs them."""
     from .model import causal
     from .model.kv_cache import WindowPolicy
-    from .training.objectives import student_sigmas
+    from .model.schedule import stream_sigmas
 
     s = preset.stream
     hw = preset.latent_size
     c = preset.latent_channels
     text = model.embed_text(torch.randn(1, 512 if preset.model.text_dim > 64 else 4, preset.model.text_dim,
                                         device=device, dtype=dtype))
-    sigmas = student_sigmas(preset)
+    sigmas = stream_sigmas(preset.stream)
     clock.reset_peak()
     t_start = clock()
     cache = causal.new_cache(model, hw, WindowPolicy(s.sink_frames, s.window_frames))

@@ -27,8 +27,9 @@ from ..config import Preset
 from ..model import causal
 from ..model.dit import WanDiT
 from ..model.kv_cache import WindowPolicy
+from ..model.schedule import stream_sigmas
 from .flow import Conditions, add_noise, bidirectional_velocity, guided_velocity, shift_sigma
-from .objectives import conditions_of, rand_rows, randn_rows, student_sigmas, text_of
+from .objectives import conditions_of, rand_rows, randn_rows, text_of
 
 
 def frame_weights(rewards: torch.Tensor, tau: float) -> torch.Tensor:
@@ -55,7 +56,7 @@ class GradientReweightedDMD(torch.nn.Module):
         self.policy = WindowPolicy(s.sink_frames, s.window_frames)
         self.window = preset.train_latent_frames
         self.blocks = rollout_blocks or (-(-self.window // s.block_frames) + 2)
-        self.sigmas = student_sigmas(preset)
+        self.sigmas = stream_sigmas(preset.stream)
 
     # -- rollout -------------------------------------------------------------------------------------------------
     def rollout(self, cond: Conditions, gen: torch.Generator, exit_step: int | None, batch: dict) -> torch.Tensor:

@@ -50,11 +50,6 @@ def conditions_of(model: WanDiT, batch: dict) -> Conditions:
     return Conditions(batch["reference"], batch["garment"], text_of(model, batch))
 
 
-def student_sigmas(preset: Preset) -> torch.Tensor:
-    """The student's denoising noise levels (``model.schedule.stream_sigmas`` of the preset's stream)."""
-    return stream_sigmas(preset.stream)
-
-
 class TeacherFlowMatching(torch.nn.Module):
     def __init__(self, model: WanDiT, preset: Preset, garment_dropout: float = 0.1, shift: float = 3.0):
         super().__init__()
@@ -82,7 +77,7 @@ class TeacherForcing(torch.nn.Module):
         self.preset, self.garment_dropout = preset, garment_dropout
         s = preset.stream
         self.policy = WindowPolicy(s.sink_frames, s.window_frames)
-        self.sigmas = student_sigmas(preset)
+        self.sigmas = stream_sigmas(preset.stream)
 
     def forward(self, batch: dict, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
         model = self.model

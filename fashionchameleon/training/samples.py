@@ -14,7 +14,7 @@ def generate_clip(model, preset, cond, frames: int, stage: str, generator: torch
     from ..model import causal
     from ..model.kv_cache import WindowPolicy
     from .flow import sample_teacher
-    from .objectives import student_sigmas
+    from ..model.schedule import stream_sigmas
 
     shape = (1, preset.latent_channels, frames, *cond.reference.shape[-2:])
     if stage == "teacher":
@@ -22,7 +22,7 @@ def generate_clip(model, preset, cond, frames: int, stage: str, generator: torch
     s = preset.stream
     cache = causal.new_cache(model, shape[-2:], WindowPolicy(s.sink_frames, s.window_frames))
     causal.prefill(model, cache, cond.prefix, cond.text)
-    sigmas, blocks = student_sigmas(preset), []
+    sigmas, blocks = stream_sigmas(preset.stream), []
     for _ in range(-(-frames // s.block_frames)):
         noise = torch.randn((*shape[:2], s.block_frames, *shape[3:]), generator=generator).to(cond.reference.device)
         x0 = causal.denoise_block(model, cache, noise, sigmas, cond.text, generator=generator)
