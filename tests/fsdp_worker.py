@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from fashionchameleon.training import trainer as trainer_mod
+from fashionchameleon.training.parallel import shutdown_distributed
 from fashionchameleon.training.latents import LatentBank
 
 
@@ -32,7 +33,7 @@ def main() -> None:
         record["critic"] = {n: full(p) for n, p in tr.critic.named_parameters()}
     if tr.rank == 0:
         torch.save(record, out)
-    torch.distributed.destroy_process_group()
+    shutdown_distributed()
 
 
 if __name__ == "__main__":

@@ -54,6 +54,15 @@ def init_distributed(device_type: str) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def shutdown_distributed() -> None:
+    """End the process group cleanly: a barrier first, so no rank tears down gloo's connections while a peer
+    still has a collective in flight (that race aborts the peer with "terminate called without an active
+    exception")."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 class ShardScope(nn.Module):
     """The FSDP root of one network: ``scope(fn, *args)`` runs ``fn(*args)`` as the root's forward, so every
     use of the network inside (its forward, ``embed_text``, several passes) sees gathered root parameters."""

@@ -366,5 +366,7 @@ def run(args: argparse.Namespace) -> int:
         if trainer.rank == 0:
             print(f"exported EMA weights to {args.out}", file=sys.stderr)
     if trainer.world > 1 or trainer.fsdp:
-        torch.distributed.destroy_process_group()
+        from .parallel import shutdown_distributed
+
+        shutdown_distributed()
     return 0
