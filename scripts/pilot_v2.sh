@@ -56,23 +56,25 @@ fi
 
 common=(--stage teacher --codec "$CODEC" --train-seeds "$TRAIN_SEEDS" --batch "$BATCH" --threads "$THREADS")
 if want teachers; then
+  # seconds per step, measured for every candidate first, back to back, so that all of them are timed under
+  # the same load (after the first, warm-up, step; in a scratch run folder)
   for c in $CANDIDATES; do
     steps_file=$PILOT/runs/teacher-$c.steps
-    if [ ! -f "$steps_file" ]; then
-      # seconds per step, measured after the first (warm-up) step, in a scratch run folder
-      rm -rf "$PILOT/runs/calib-$c"
-      $PY -m fashionchameleon train "${common[@]}" --config "$c" --steps 1000 --stop-after "$CALIB_STEPS" \
-        --run-dir "$PILOT/runs/calib-$c" --save-every 100000 --sample-every 0
-      $PY - "$PILOT/runs/calib-$c/log.jsonl" "$TEACHER_SECONDS" > "$steps_file" <<'EOF'
+    [ -f "$steps_file" ] && continue
+    rm -rf "$PILOT/runs/calib-$c"
+    $PY -m fashionchameleon train "${common[@]}" --config "$c" --steps 1000 --stop-after "$CALIB_STEPS" \
+      --run-dir "$PILOT/runs/calib-$c" --save-every 100000 --sample-every 0
+    $PY - "$PILOT/runs/calib-$c/log.jsonl" "$TEACHER_SECONDS" > "$steps_file" <<'EOF'
 import json, statistics, sys
 secs = [json.loads(line)["sec"] for line in open(sys.argv[1])][1:]
 print(max(2, int(float(sys.argv[2]) / statistics.median(secs))))
 EOF
-      rm -rf "$PILOT/runs/calib-$c"
-    fi
-    echo "$c: $(cat "$steps_file") teacher steps"
+    rm -rf "$PILOT/runs/calib-$c"
+  done
+  for c in $CANDIDATES; do
+    echo "$c: $(cat "$PILOT/runs/teacher-$c.steps") teacher steps"
     if [ -f "$PILOT/teacher-$c/config.json" ]; then echo "teacher-$c: exported already"; continue; fi
-    $PY -m fashionchameleon train "${common[@]}" --config "$c" --steps "$(cat "$steps_file")" \
+    $PY -m fashionchameleon train "${common[@]}" --config "$c" --steps "$(cat "$PILOT/runs/teacher-$c.steps")" \
       --warmup "$([ "${SMOKE:-0}" = 1 ] && echo 1 || echo 50)" --run-dir "$PILOT/runs/teacher-$c" \
       --out "$PILOT/teacher-$c" --save-every 50 --sample-every 500
   done
