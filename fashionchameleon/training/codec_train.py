@@ -197,5 +197,6 @@ def finalize(codec, bank: Bank, args: argparse.Namespace, run_dir: Path, version
     shutil.copy(run_dir / "loss.png", folder / "loss.png")
     from .codec_report import codec_report
 
-    report = codec_report(codec, args.eval_seeds, folder, size=size, version=version)
+    # the report describes the codec as saved (half-precision weights, the sha256 in config.json)
+    report = codec_report(TinyCodec.load(folder).eval(), args.eval_seeds, folder, size=size, version=version)
     print(report, file=sys.stderr)
