@@ -88,3 +88,17 @@ def test_bench_json_contract(micro_assets):
     codec_only, _ = run_cli("bench", "--config", "micro", "--checkpoint", str(model), "--codec-folder", str(codec),
                             "--codec", "--json", "--threads", "1")
     assert codec_only["codec_decode_fps"] > 0 and "fps" not in codec_only
+
+
+def test_switch_policy_overrides_reach_full(micro_assets):
+    """--reference-mix 1 --keep-recent 0 turns `full` into the paper's recipe: the same rows, recorded."""
+    model, codec = micro_assets
+    out, _ = run_cli("eval", "--checkpoint", str(model), "--codec", str(codec), "--seeds", "500000-500000",
+                     "--variants", "full,paper", "--protocols", "a", "--reference-mix", "1", "--keep-recent", "0",
+                     "--json", "--threads", "1")
+    assert out["switch_policy"] == {"reference_mix": 1.0, "reanchor_after": 0, "reanchor_mix": 0.0,
+                                    "reference_gate": 0.0}
+    assert out["rows"]["full"] == out["rows"]["paper"]
+    r = subprocess.run([sys.executable, "-m", "fashionchameleon", "eval", "--reference-mix", "1.5"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "--reference-mix out of range" in r.stderr

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from fashionchameleon.config import StreamConfig
 from fashionchameleon.data.world import make_sample
 from fashionchameleon.model import causal
-from fashionchameleon.streaming.rescheduler import VARIANTS, KVRescheduler, SwitchPolicy, variant_policy
+from fashionchameleon.streaming.rescheduler import VARIANTS, KVRescheduler, SwitchPolicy, mix_reference, variant_policy
 from fashionchameleon.streaming.events import DirChannel, Event
 
 
@@ -219,15 +220,15 @@ def test_named_variants_do_what_their_names_say(micro_generator, images):
             recent_latents=s.recent, text=s.text, original_reference=s.original_reference)
         return s, before, res
 
-    s, before, res = switched(variant_policy("no_refresh", 3))
+    s, before, res = switched(variant_policy("no_refresh"))
     assert torch.equal(res.garment, s.garment)
     s, before, res = switched(variant_policy("restart"))
     assert s.cache.frames("sink") == 0 and s.cache.frames("history") == 0 and s.cache.frames("prefix") == 2
-    s, before, res = switched(variant_policy("full", 3, withdraw_sink=False))
+    s, before, res = switched(variant_policy("full", StreamConfig(withdraw_sink=False)))
     assert s.cache.frames("sink") == 3
     assert all(torch.equal(a, b) for a, b in zip(before["sink"], _state(s.cache)["sink"]))
     assert not torch.equal(res.garment, s.garment)
-    s, before, res = switched(variant_policy("no_withdraw", 3))
+    s, before, res = switched(variant_policy("no_withdraw"))
     assert all(torch.equal(a, b) for seg in ("sink", "history") for a, b in zip(before[seg], _state(s.cache)[seg]))
 
 
@@ -255,7 +256,7 @@ def test_reanchor_puts_the_original_reference_back_after_the_switch_has_landed(m
     gen = micro_generator
     for after in (1, 2):
         s = gen.session(person, garment, "wave", seed=2, variant="full", num_frames=12 * 8)
-        s.policy = variant_policy("full", 3, True, reference_mix=1.0, reanchor_after=after)
+        s.policy = variant_policy("full", StreamConfig(reference_mix=1.0, reanchor_after=after))
         prefixes, history = [], []
         for chunk in s:
             prefixes.append((s.reference.clone(), s.cache.keys["prefix"][0].clone()))
@@ -279,6 +280,42 @@ def test_reanchor_puts_the_original_reference_back_after_the_switch_has_landed(m
         if chunk.index == 1:
             s.post_switch(other)
     assert not torch.equal(s.reference, s.original_reference)
+
+
+def test_reference_gate_keeps_the_last_frame_where_it_moved_and_blends_elsewhere():
+    torch.manual_seed(0)
+    original = torch.randn(1, 4, 1, 10, 12)
+    last = original + 0.05 * torch.randn_like(original)           # slow drift everywhere ...
+    last[..., 4:6, 5:7] += 3.0                                      # ... and a limb that moved
+    mixed = mix_reference(last, original, 0.5, gate=1.5)
+    moved = torch.zeros(10, 12, dtype=torch.bool)
+    moved[3:7, 4:8] = True                                          # the moved positions, dilated by one
+    torch.testing.assert_close(mixed[..., moved], last[..., moved])
+    torch.testing.assert_close(mixed[..., ~moved], 0.5 * last[..., ~moved] + 0.5 * original[..., ~moved])
+    torch.testing.assert_close(mix_reference(last, original, 0.5), 0.5 * last + 0.5 * original)   # gate off
+    assert torch.equal(mix_reference(last, original, 1.0, gate=1.5), last)
+
+
+@torch.no_grad()
+def test_blend_late_continues_from_the_last_frame_then_puts_the_blend_back(micro_generator, images):
+    """`blend_late`: at the switch the reference is the last frame alone; one block later the prefix holds
+    reanchor_mix (0.5) of that frame's latent plus half the original reference, history kept."""
+    person, garment, other, _ = images
+    gen = micro_generator
+    s = gen.session(person, garment, "wave", seed=3, variant="blend_late", num_frames=12 * 5)
+    refs, last_at_switch = [], None
+    for chunk in s:
+        refs.append(s.reference.clone())
+        if chunk.index == 1:
+            s.post_switch(other)
+            last_at_switch = s.last_frame.copy()
+    last = gen.codec.encode_image(torch.from_numpy(last_at_switch).permute(2, 0, 1)[None].float() / 127.5 - 1)
+    torch.testing.assert_close(refs[2], last)                                       # the switch block
+    torch.testing.assert_close(refs[3], 0.5 * last + 0.5 * s.original_reference)    # one block later
+    torch.testing.assert_close(refs[4], refs[3])
+    fresh = causal.new_cache(gen.model, s.reference.shape[-2:], s.cache.policy)
+    causal.prefill(gen.model, fresh, torch.cat([refs[3], s.garment], 2), s.text)
+    torch.testing.assert_close(s.cache.keys["prefix"][0], fresh.keys["prefix"][0])
 
 
 def test_every_variant_streams_through_ten_switches(micro_generator, images):

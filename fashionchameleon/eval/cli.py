@@ -37,6 +37,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--codec", default=None)
     p.add_argument("--keep-recent", type=int, default=None, help="override the streaming config's keep_recent")
     p.add_argument("--withdraw-sink", choices=["yes", "no"], default=None)
+    p.add_argument("--reference-mix", type=float, default=None,
+                   help="override `full`'s last-frame share of the reference rebuilt at a switch (1 = paper)")
+    p.add_argument("--reanchor-after", type=int, default=None,
+                   help="override `full`'s blocks after a switch until the reference is put back (0: never)")
+    p.add_argument("--reanchor-mix", type=float, default=None,
+                   help="override `full`'s last-frame share in the reference put back then (0: the original)")
+    p.add_argument("--reference-gate", type=float, default=None,
+                   help="override `full`'s motion gate on the blend (x the mean latent difference; 0: off)")
     p.add_argument("--out", type=Path, default=None, help="report folder (Markdown + PNG plots)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", action="store_true")
@@ -82,6 +90,13 @@ def run(args: argparse.Namespace) -> int:
         stream = dataclasses.replace(stream, keep_recent=args.keep_recent)
     if args.withdraw_sink is not None:
         stream = dataclasses.replace(stream, withdraw_sink=args.withdraw_sink == "yes")
+    for name in ("reference_mix", "reanchor_after", "reanchor_mix", "reference_gate"):
+        value = getattr(args, name)
+        if value is not None:
+            if not (0 <= value <= (1 if name.endswith("mix") else 1000)) or value != value:
+                print(f"error: --{name.replace('_', '-')} out of range: {value}", file=sys.stderr)
+                return 2
+            stream = dataclasses.replace(stream, **{name: value})
     gen = StreamingGenerator(gen.model, gen.codec, gen.preset, checkpoint_sha=gen.checkpoint_sha, stream=stream)
     protocols = [p for p in args.protocols.split(",") if p in ("a", "b")]
     teacher = None
@@ -124,7 +139,10 @@ def run(args: argparse.Namespace) -> int:
            "rows_free": {v: means(r) for v, r in results.get("b", {}).items()},
            "paired": {}, "cases": len(seeds), "seeds": f"{seeds[0]}-{seeds[-1]}",
            "checkpoint_sha": gen.checkpoint_sha, "keep_recent": stream.keep_recent,
-           "withdraw_sink": stream.withdraw_sink, "seconds": round(time.time() - t0, 1),
+           "withdraw_sink": stream.withdraw_sink, "switch_policy": {k: getattr(stream, k) for k in
+                                                                     ("reference_mix", "reanchor_after", "reanchor_mix",
+                                                                      "reference_gate")},
+           "seconds": round(time.time() - t0, 1),
            "per_case": {p: rows for p, rows in results.items()}}
     if "a" in results and "full" in results["a"]:
         for v, rows in results["a"].items():

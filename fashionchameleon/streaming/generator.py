@@ -30,7 +30,7 @@ from ..model import causal
 from ..model.kv_cache import WindowPolicy
 from ..model.schedule import stream_sigmas
 from .events import Event, EventLog, LocalChannel
-from .rescheduler import KVRescheduler, variant_policy
+from .rescheduler import KVRescheduler, mix_reference, variant_policy
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 DEFAULT_CHECKPOINT = ASSETS / "checkpoints" / "tiny"
@@ -139,8 +139,7 @@ class Session:
         self.gen = gen
         cfg = gen.preset.stream
         self.stream_cfg = cfg
-        self.policy = variant_policy(variant, cfg.keep_recent, cfg.withdraw_sink, cfg.reference_mix,
-                                     cfg.reanchor_after)
+        self.policy = variant_policy(variant, cfg)
         self.variant = variant
         self.rescheduler = KVRescheduler(gen.model, gen.codec, self.policy)
         self.channel = channel or LocalChannel()
@@ -159,6 +158,7 @@ class Session:
         self.reference = gen.encode_image(self.person)
         self.original_reference = self.reference    # what re-anchoring and blending return to
         self.reanchor_at: int | None = None         # block at which the original reference goes back
+        self.reanchor_reference = self.reference    # ... blended with the switch's last frame (reanchor_mix)
         self.garment = gen.encode_image(garment_img)
         h, w = self.reference.shape[-2:]
         self.cache = causal.new_cache(gen.model, (h, w), WindowPolicy(cfg.sink_frames, cfg.window_frames))
@@ -261,6 +261,10 @@ class Session:
                 p = self.policy
                 self.reanchor_at = (self.block + p.reanchor_after
                                     if p.reanchor_after and p.disentangle and not p.restart else None)
+                if self.reanchor_at is not None:
+                    self.reanchor_reference = (self.original_reference if res.last_latent is None else
+                                               mix_reference(res.last_latent, self.original_reference, p.reanchor_mix,
+                                                             p.reference_gate))
                 self.garment_label = e.label
                 t_resched += res.seconds
                 if self.policy.restart:
@@ -272,9 +276,9 @@ class Session:
             applied.append(rec.to_dict())
         if self.reanchor_at is not None and self.block >= self.reanchor_at:
             self.reanchor_at = None
-            self.reference = self.original_reference
-            t_resched += self.rescheduler.reanchor(self.cache, original_reference=self.reference,
-                                                   garment=self.garment, text=self.text)
+            self.reference = self.reanchor_reference
+            t_resched += self.rescheduler.reanchor(self.cache, reference=self.reference, garment=self.garment,
+                                                   text=self.text)
         return applied, t_resched
 
     def _log_stop(self, records: list, now: float) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from ..config import StreamConfig
 from ..model import causal
 from ..model.kv_cache import KVCache
 
@@ -32,45 +33,72 @@ class SwitchPolicy:
     # switches compound them. Two ways to stop the compounding, both training-free:
     reference_mix: float = 1.0    # rebuilt reference latent = mix * last frame + (1 - mix) * original reference
     reanchor_after: int = 0       # blocks after a switch at which the original reference is put back (0: never)
+    reanchor_mix: float = 0.0     # the last frame's share in the reference put back then (0: the original alone)
+    # The blend pulls a moved limb back toward the photo's pose (a jump at the switch). Where the last frame's
+    # latent differs from the original's by more than ``reference_gate`` times the mean difference (motion,
+    # not slow drift), the rebuilt reference takes the last frame alone (0: blend everywhere).
+    reference_gate: float = 0.0
 
 
 VARIANTS = ("full", "paper", "no_refresh", "no_withdraw", "no_disentangle", "naive", "restart",
-            "reanchor", "blend", "recent_only")
+            "reanchor", "blend", "recent_only", "blend_late", "gated")
 
 
-def variant_policy(name: str, keep_recent: int = 3, withdraw_sink: bool = True, reference_mix: float = 0.5,
-                   reanchor_after: int = 0) -> SwitchPolicy:
+def variant_policy(name: str, stream: StreamConfig | None = None) -> SwitchPolicy:
     """Named variants. ``full`` is the project's default: the paper's three operations with the rebuilt
     reference blended with the original one (``reference_mix`` of the last frame), chosen over re-anchoring
-    and the other candidates on training seeds (MODEL_CARD, "Ten switches"). ``paper`` is the paper's exact
-    recipe. ``keep_recent``, ``withdraw_sink``, ``reference_mix`` and ``reanchor_after`` come from the
-    streaming config; ``reanchor``, ``blend`` and ``recent_only`` are the candidates as they were measured."""
+    and the other candidates on training seeds (MODEL_CARD, "Ten switches"); its settings come from the
+    streaming config ``stream`` (default: ``StreamConfig()``). ``paper`` is the paper's exact recipe.
+    ``reanchor``, ``blend``, ``recent_only``, ``blend_late`` and ``gated`` are the candidates as they were
+    measured."""
+    c = stream or StreamConfig()
     paper = SwitchPolicy(keep_recent=0, withdraw_sink=True)
-    full = SwitchPolicy(keep_recent=keep_recent, withdraw_sink=withdraw_sink, reference_mix=reference_mix,
-                        reanchor_after=reanchor_after)
+    full = SwitchPolicy(keep_recent=c.keep_recent, withdraw_sink=c.withdraw_sink, reference_mix=c.reference_mix,
+                        reanchor_after=c.reanchor_after, reanchor_mix=c.reanchor_mix, reference_gate=c.reference_gate)
     table = {
         "full": full,
         "paper": paper,
         "no_refresh": replace(full, refresh=False),
         "no_withdraw": replace(full, withdraw=False),
-        "no_disentangle": replace(full, disentangle=False, reference_mix=1.0, reanchor_after=0),
+        "no_disentangle": replace(full, disentangle=False, reference_mix=1.0, reanchor_after=0, reanchor_mix=0.0),
         "naive": SwitchPolicy(refresh=True, withdraw=False, disentangle=False),
         "restart": SwitchPolicy(refresh=True, withdraw=True, keep_recent=0, withdraw_sink=True, disentangle=True,
                                 restart=True),
         # the candidates for `full`, measured against each other (ten switches in a row, training seeds)
         "reanchor": replace(paper, reanchor_after=1),
         "blend": replace(paper, reference_mix=0.5),
-        "recent_only": replace(paper, keep_recent=max(keep_recent, 3), disentangle=False),
+        "recent_only": replace(paper, keep_recent=max(c.keep_recent, 3), disentangle=False),
+        # the last frame alone at the switch (the motion carries on from it), the blend one block later
+        "blend_late": replace(full, reference_mix=1.0, reanchor_after=1, reanchor_mix=0.5),
+        # the blend only where the last frame agrees with the photo; where something moved, the last frame
+        "gated": replace(full, reference_mix=0.5, reference_gate=1.5),
     }
     if name not in table:
         raise ValueError(f"unknown variant {name!r}; choose one of {', '.join(VARIANTS)}")
     return table[name]
 
 
+def mix_reference(last_latent: torch.Tensor, original: torch.Tensor | None, mix: float,
+                  gate: float = 0.0) -> torch.Tensor:
+    """``mix`` of the last frame's latent plus the rest of the original reference (mix 1: the last frame).
+    With ``gate`` > 0, latent positions (and their neighbours) whose channel-mean absolute difference exceeds
+    ``gate`` x its mean over the frame take the last frame alone."""
+    if mix >= 1.0 or original is None:
+        return last_latent
+    weight = torch.full_like(last_latent[:, :1], mix)
+    if gate > 0:
+        diff = (last_latent - original).abs().mean(1, keepdim=True)                     # (b, 1, 1, h, w)
+        moved = (diff > gate * diff.mean(dim=(-2, -1), keepdim=True)).float()
+        moved = torch.nn.functional.max_pool3d(moved, (1, 3, 3), stride=1, padding=(0, 1, 1))
+        weight = torch.maximum(weight, moved)
+    return weight * last_latent + (1.0 - weight) * original
+
+
 @dataclass
 class SwitchResult:
     reference: torch.Tensor
     garment: torch.Tensor
+    last_latent: torch.Tensor | None      # the last frame encoded (disentangle), for a later re-anchor blend
     kept_frames: int
     seconds: float
 
@@ -82,11 +110,12 @@ class KVRescheduler:
         self.model, self.codec, self.policy = model, codec, policy
 
     @torch.no_grad()
-    def reanchor(self, cache: KVCache, *, original_reference: torch.Tensor, garment: torch.Tensor, text) -> float:
-        """Put the original reference back in the prefix (history kept): once a switch has landed, the history
-        carries the motion, and the reference only has to hold identity and scene. Returns seconds."""
+    def reanchor(self, cache: KVCache, *, reference: torch.Tensor, garment: torch.Tensor, text) -> float:
+        """Put the original reference (or its blend with the switch's last frame) back in the prefix, history
+        kept: once a switch has landed, the history carries the motion, and the reference only has to hold
+        identity and scene. Returns seconds."""
         t0 = time.perf_counter()
-        causal.prefill(self.model, cache, torch.cat([original_reference, garment], 2), text)
+        causal.prefill(self.model, cache, torch.cat([reference, garment], 2), text)
         return time.perf_counter() - t0
 
     @torch.no_grad()
@@ -105,11 +134,10 @@ class KVRescheduler:
         dtype = reference.dtype
         if p.refresh:
             garment = self.codec.encode_image(new_garment_image).to(dtype)
+        last_latent = None
         if p.disentangle and last_frame is not None:
-            rebuilt = self.codec.encode_image(last_frame).to(dtype)
-            if p.reference_mix < 1.0 and original_reference is not None:
-                rebuilt = p.reference_mix * rebuilt + (1.0 - p.reference_mix) * original_reference
-            reference = rebuilt
+            last_latent = self.codec.encode_image(last_frame).to(dtype)
+            reference = mix_reference(last_latent, original_reference, p.reference_mix, p.reference_gate)
         kept = 0
         if p.restart:
             cache.reset()
@@ -131,4 +159,4 @@ class KVRescheduler:
                 causal.prefill(self.model, cache, prefix, text)
                 if kept:
                     causal.commit(self.model, cache, recent_latents[:, :, -kept:], text, to_history=True)
-        return SwitchResult(reference, garment, kept, time.perf_counter() - t0)
+        return SwitchResult(reference, garment, last_latent, kept, time.perf_counter() - t0)
