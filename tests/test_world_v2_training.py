@@ -167,3 +167,31 @@ def test_switchbench_renders_the_ground_truth_of_the_generators_world(micro_asse
     assert np.isfinite(long_run(gen, seed, frames=100)["drift_ratio"])
     # an int still means world v1 at that square size (what callers passed before world v2)
     assert ground_truth(seed, case, 32).clip.frames.shape[1:] == (32, 32, 3)
+
+
+def test_latent_bank_build_resumes_from_its_saved_shards(micro_assets, tmp_path, monkeypatch):
+    """A build killed part way keeps the shards it finished; the next build encodes only the rest and gives
+    the same bank as an uninterrupted build."""
+    _, codec = micro_assets
+    sha, seeds, kw = "ab" * 32, [0, 1, 2, 3, 4], dict(frames=5, size=(16, 32), version=2, workers=1, progress=False)
+    monkeypatch.setattr(latents, "SHARD", 2)
+    whole = latents.build_or_load_bank(codec, sha, seeds, root=tmp_path / "a", **kw)
+    render = latents.make_sample
+
+    def failing_on(bad):     # the workers are forked: they see the patched renderer
+        def f(seed, **kwargs):
+            if seed in bad:
+                raise RuntimeError(f"killed at seed {seed}")
+            return render(seed, **kwargs)
+        return f
+
+    monkeypatch.setattr(latents, "make_sample", failing_on({4}))           # dies in the third shard
+    with pytest.raises(RuntimeError, match="killed at seed 4"):
+        latents.build_or_load_bank(codec, sha, seeds, root=tmp_path / "b", **kw)
+    assert len(list((tmp_path / "b").glob(".*.parts/*.safetensors"))) == 2
+    monkeypatch.setattr(latents, "make_sample", failing_on({0, 1, 2, 3}))   # finished shards are not redone
+    resumed = latents.build_or_load_bank(codec, sha, seeds, root=tmp_path / "b", **kw)
+    assert not list((tmp_path / "b").glob(".*.parts"))
+    assert resumed.seeds.tolist() == seeds and resumed.prompts == whole.prompts
+    for k in ("video", "reference", "garment"):
+        assert torch.equal(getattr(resumed, k), getattr(whole, k)), k

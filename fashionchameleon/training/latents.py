@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -17,6 +18,7 @@ from ..data.datasets import Size, check_training_seeds, to_tensor_image, to_tens
 from ..data.world import make_sample
 
 _CODEC = None
+SHARD = 200     # seeds per saved shard of a bank being built
 
 
 def _init_worker(codec_dir: str) -> None:
@@ -59,11 +61,31 @@ def build_or_load_bank(codec_dir: str | os.PathLike, codec_sha: str, seeds, fram
     path = bank_path(root, codec_sha, seeds, frames, size, version)
     if path.exists():
         return LatentBank.load(path)
-    jobs = [(s, frames, size, version) for s in seeds]
+    # encoded in shards of SHARD seeds, each saved as it completes: an interrupted build resumes
+    parts_dir = path.with_name(f".{path.stem}.parts")
+    parts_dir.mkdir(exist_ok=True)
+    chunks = [seeds[i:i + SHARD] for i in range(0, len(seeds), SHARD)]
+    parts = []
+    bar = tqdm(total=len(seeds), desc="encode world", unit="clip", disable=not progress)
     with mp.get_context("fork").Pool(workers, initializer=_init_worker, initargs=(str(codec_dir),)) as pool:
-        out = list(tqdm(pool.imap(_encode_seed, jobs, chunksize=8), total=len(jobs), desc="encode world",
-                        unit="clip", disable=not progress))
-    bank = LatentBank(torch.tensor(seeds), torch.stack([o[0] for o in out]), torch.stack([o[1] for o in out]),
-                      torch.stack([o[2] for o in out]), [o[3] for o in out])
+        for i, chunk in enumerate(chunks):
+            part_path = parts_dir / f"{i:04d}_{chunk[0]}-{chunk[-1]}.safetensors"
+            if part_path.exists():
+                parts.append(LatentBank.load(part_path))
+                bar.update(len(chunk))
+                continue
+            out = []
+            for o in pool.imap(_encode_seed, [(s, frames, size, version) for s in chunk], chunksize=8):
+                out.append(o)
+                bar.update(1)
+            part = LatentBank(torch.tensor(chunk), torch.stack([o[0] for o in out]), torch.stack([o[1] for o in out]),
+                              torch.stack([o[2] for o in out]), [o[3] for o in out])
+            part.save(part_path)
+            parts.append(part)
+    bar.close()
+    bank = LatentBank(torch.cat([b.seeds for b in parts]), torch.cat([b.video for b in parts]),
+                      torch.cat([b.reference for b in parts]), torch.cat([b.garment for b in parts]),
+                      [p for b in parts for p in b.prompts])
     bank.save(path)
+    shutil.rmtree(parts_dir, ignore_errors=True)
     return bank
