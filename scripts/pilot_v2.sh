@@ -22,6 +22,7 @@ TRAIN_SEEDS=${TRAIN_SEEDS:-0-2999}
 EVAL_SEEDS=${EVAL_SEEDS:-500000-500015}
 TEACHER_SECONDS=${TEACHER_SECONDS:-3600}
 CALIB_STEPS=${CALIB_STEPS:-6}
+CALIB_SEEDS=${CALIB_SEEDS:-0-63}
 CODEC_STEPS=${CODEC_STEPS:-3000}
 CODEC_CLIPS=${CODEC_CLIPS:-1200}
 BATCH=${BATCH:-8}
@@ -30,10 +31,10 @@ REAL_ARGS=${REAL_ARGS:-}
 BENCH_BLOCKS=${BENCH_BLOCKS:-60}
 BENCH_ARGS=${BENCH_ARGS:-}
 if [ "${SMOKE:-0}" = 1 ]; then   # proves the commands run: a few steps, a few clips, one case
-  TRAIN_SEEDS=0-7; TEACHER_SECONDS=2; CALIB_STEPS=2; CODEC_STEPS=2; CODEC_CLIPS=8; BATCH=2; EVAL_CASES=1
+  TRAIN_SEEDS=0-7; CALIB_SEEDS=0-7; TEACHER_SECONDS=2; CALIB_STEPS=2; CODEC_STEPS=2; CODEC_CLIPS=8; BATCH=2; EVAL_CASES=1
   REAL_ARGS="--persons astronaut --garments 2"; BENCH_BLOCKS=32; BENCH_ARGS=--no-teacher
 fi
-CODEC=$PILOT/codec-v2
+CODEC=${CODEC:-assets/checkpoints/codec-v2}    # the committed world-v2 codec (stage `codec` trains it when absent)
 REPORTS=$PILOT/reports
 export FASHIONCHAMELEON_RUNS=$PILOT/runs          # latent banks and default run folders go here too
 mkdir -p "$REPORTS"
@@ -57,13 +58,14 @@ fi
 common=(--stage teacher --codec "$CODEC" --train-seeds "$TRAIN_SEEDS" --batch "$BATCH" --threads "$THREADS")
 if want teachers; then
   # seconds per step, measured for every candidate first, back to back, so that all of them are timed under
-  # the same load (after the first, warm-up, step; in a scratch run folder)
+  # the same load (after the first, warm-up, step; in a scratch run folder; on a small bank of CALIB_SEEDS:
+  # a step's time does not depend on which clips it reads)
   for c in $CANDIDATES; do
     steps_file=$PILOT/runs/teacher-$c.steps
     [ -f "$steps_file" ] && continue
     rm -rf "$PILOT/runs/calib-$c"
-    $PY -m fashionchameleon train "${common[@]}" --config "$c" --steps 1000 --stop-after "$CALIB_STEPS" \
-      --run-dir "$PILOT/runs/calib-$c" --save-every 100000 --sample-every 0
+    $PY -m fashionchameleon train "${common[@]}" --train-seeds "$CALIB_SEEDS" --config "$c" --steps 1000 \
+      --stop-after "$CALIB_STEPS" --run-dir "$PILOT/runs/calib-$c" --save-every 100000 --sample-every 0
     $PY - "$PILOT/runs/calib-$c/log.jsonl" "$TEACHER_SECONDS" > "$steps_file" <<'EOF'
 import json, statistics, sys
 secs = [json.loads(line)["sec"] for line in open(sys.argv[1])][1:]
