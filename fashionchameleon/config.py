@@ -88,8 +88,8 @@ class StreamConfig:
     window_frames: int = 6         # rolling history after the sink
     keep_recent: int = 3           # history frames a garment switch keeps (re-cached under the new prefix)
     withdraw_sink: bool = True     # whether a switch also withdraws the sink (it shows the old garment)
-    reference_mix: float = 0.5     # `full`: last-frame share of the reference rebuilt at a switch (1 = paper)
-    reanchor_after: int = 0        # `full`: blocks after a switch until the original reference is back (0: never)
+    reference_mix: float = 0.75    # `full`: last-frame share of the reference rebuilt at a switch (1 = paper)
+    reanchor_after: int = 1        # `full`: blocks after a switch until the original reference is back (0: never)
     reanchor_mix: float = 0.0      # `full`: the switch's last-frame share in the reference put back then
     reference_gate: float = 0.0    # `full`: where the last frame moved (diff > gate x mean), no blend (0: off)
     denoise_timesteps: tuple[int, ...] = (1000, 750, 500, 250)

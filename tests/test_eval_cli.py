@@ -91,10 +91,12 @@ def test_bench_json_contract(micro_assets):
 
 
 def test_switch_policy_overrides_reach_full(micro_assets):
-    """--reference-mix 1 --keep-recent 0 turns `full` into the paper's recipe: the same rows, recorded."""
+    """--reference-mix 1 --reanchor-after 0 --keep-recent 0 turn `full` into the paper's recipe: the same rows,
+    recorded."""
     model, codec = micro_assets
     out, _ = run_cli("eval", "--checkpoint", str(model), "--codec", str(codec), "--seeds", "500000-500000",
                      "--variants", "full,paper", "--protocols", "a", "--reference-mix", "1", "--keep-recent", "0",
+                     "--reanchor-after", "0",
                      "--json", "--threads", "1")
     assert out["switch_policy"] == {"reference_mix": 1.0, "reanchor_after": 0, "reanchor_mix": 0.0,
                                     "reference_gate": 0.0}

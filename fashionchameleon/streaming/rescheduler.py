@@ -46,9 +46,10 @@ VARIANTS = ("full", "paper", "no_refresh", "no_withdraw", "no_disentangle", "nai
 
 def variant_policy(name: str, stream: StreamConfig | None = None) -> SwitchPolicy:
     """Named variants. ``full`` is the project's default: the paper's three operations with the rebuilt
-    reference blended with the original one (``reference_mix`` of the last frame), chosen over re-anchoring
-    and the other candidates on training seeds (MODEL_CARD, "Ten switches"); its settings come from the
-    streaming config ``stream`` (default: ``StreamConfig()``). ``paper`` is the paper's exact recipe.
+    reference blended with the original one (``reference_mix`` = 0.75 of the last frame), and the original
+    reference put back one block later (``reanchor_after`` = 1), chosen among the candidates on training
+    seeds (MODEL_CARD, "Ten switches"); its settings come from the streaming config ``stream`` (default:
+    ``StreamConfig()``). ``paper`` is the paper's exact recipe.
     ``reanchor``, ``blend``, ``recent_only``, ``blend_late`` and ``gated`` are the candidates as they were
     measured."""
     c = stream or StreamConfig()
@@ -71,7 +72,7 @@ def variant_policy(name: str, stream: StreamConfig | None = None) -> SwitchPolic
         # the last frame alone at the switch (the motion carries on from it), the blend one block later
         "blend_late": replace(full, reference_mix=1.0, reanchor_after=1, reanchor_mix=0.5),
         # the blend only where the last frame agrees with the photo; where something moved, the last frame
-        "gated": replace(full, reference_mix=0.5, reference_gate=1.5),
+        "gated": replace(full, reference_mix=0.5, reanchor_after=0, reference_gate=1.5),
     }
     if name not in table:
         raise ValueError(f"unknown variant {name!r}; choose one of {', '.join(VARIANTS)}")
