@@ -318,6 +318,29 @@ def test_second_generate_in_a_session_keeps_the_running_runs_folder(micro_genera
     assert app.controllers.get("twice").current() is None     # the old run's end did not clear the new run
 
 
+def test_expiry_never_drops_a_session_that_is_starting_a_run(tmp_path, monkeypatch):
+    """The race: a request looks its (idle, expired) controller up, an expiry drops it, then the request starts
+    its run. The run must start in a fresh controller, in a folder nobody removes, and a live run is kept."""
+    from fashionchameleon.app import line
+
+    monkeypatch.setattr(line, "WORK_DIR", tmp_path)
+    ctls = line.Controllers()
+    stale = ctls.get("s")
+    first = stale.new_run()
+    stale.end_run(first)
+    assert ctls.expire(ttl=10.0, now=first.ended_at + 1) == []           # not old enough
+    assert ctls.expire(ttl=10.0, now=first.ended_at + 11) == ["s"]
+    assert not stale.folder.exists()
+    with pytest.raises(line.ControllerClosed):
+        stale.new_run()                                                  # the looked-up controller refuses ...
+    ctl, run = ctls.new_run("s")                                         # ... so the run starts in a fresh one
+    assert ctl is not stale and ctl is ctls.get("s") and run.mailbox.is_dir()
+    assert ctls.expire(ttl=0.0, now=time.time() + 1e6) == []             # a live run is never expired
+    assert run.mailbox.is_dir()
+    ctl.end_run(run)
+    assert ctls.expire(ttl=0.0, now=time.time() + 1) == ["s"] and not run.folder.exists()
+
+
 def test_api_sessions_expire_and_a_closing_run_survives_its_folder(micro_generator, ex):
     app = AppState(micro_generator, max_active=2, max_waiting=2, run_ttl_s=0.0)
     rest = Req(session_hash="rest-client")

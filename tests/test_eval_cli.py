@@ -75,6 +75,30 @@ def test_compare_pairs_cases_by_seed():
     assert all(x != x for x in out["long"]["identity_drift"]["diff_ci"])    # all missing: NaN, not 0
 
 
+def test_compare_pairs_any_row_of_one_run_with_any_row_of_another(tmp_path):
+    """FILE:VARIANT picks the row on each side; protocol (a) and ten-switch rows are paired by seed."""
+    from fashionchameleon.eval.cli import TEN_SWITCH_METRICS
+    from fashionchameleon.eval.switchbench import METRICS
+
+    def rows(base):
+        return [{"seed": s, **{m: base + s for m in METRICS + TEN_SWITCH_METRICS}} for s in (1, 2, 3)]
+
+    a = {"per_case": {"a": {"paper": rows(1.0), "full": rows(5.0)}, "ten_switches": {"paper": rows(2.0)}}}
+    b = {"per_case": {"a": {"full": rows(3.0)}, "ten_switches": {"full": rows(0.5)}}}
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    out, err = run_cli("compare", f"{tmp_path / 'a.json'}:paper", f"{tmp_path / 'b.json'}:full", "--json")
+    assert out["variant"] == "paper vs full" and out["cases_a"] == out["cases_ten_switches"] == 3
+    assert out["protocol_a"]["garment_color_error"]["diff_ci"] == [2.0, 2.0]        # 3 - 1 on every seed
+    assert out["ten_switches"]["identity_drift"]["diff_ci"] == [-1.5, -1.5]        # 0.5 - 2
+    assert "ten switches, 3 paired cases" in err
+    same, _ = run_cli("compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--json")   # --variant full
+    assert same["protocol_a"]["garment_color_error"]["diff_ci"] == [-2.0, -2.0] and "ten_switches" not in same
+    r = subprocess.run([sys.executable, "-m", "fashionchameleon", "compare", f"{tmp_path / 'a.json'}:nope",
+                        str(tmp_path / "b.json")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "no results for variant 'nope vs full'" in r.stderr
+
+
 def test_bench_json_contract(micro_assets):
     model, codec = micro_assets
     out, _ = run_cli("bench", "--config", "micro", "--checkpoint", str(model), "--codec-folder", str(codec), "--blocks", "40", "--switch-every", "7",

@@ -39,6 +39,10 @@ class QueueFull(RuntimeError):
     pass
 
 
+class ControllerClosed(RuntimeError):
+    """The controller was dropped (expired or unloaded) after a caller looked it up: look the key up again."""
+
+
 class RunQueue:
     """At most ``max_active`` runs at once; the others wait in FIFO order and can see their place. A session
     has at most one waiting run: entering again replaces its waiting ticket (the old one is cancelled)."""
@@ -123,6 +127,7 @@ class Controller:
     run: Run | None = None                  # the newest run (waiting, running, or ended and kept for download)
     live: set[str] = field(default_factory=set)   # ids of runs still using their folders
     lock: threading.Lock = field(default_factory=threading.Lock)
+    closed: bool = False                    # dropped: starts no more runs (its folder is gone or going)
 
     @property
     def folder(self) -> Path:
@@ -131,6 +136,8 @@ class Controller:
     def new_run(self) -> Run:
         """A new run (waiting in line until ``start``); the folders of ended runs are removed, never a live one's."""
         with self.lock:
+            if self.closed:
+                raise ControllerClosed(self.key)
             if self.folder.exists():
                 for old in self.folder.iterdir():
                     if old.name not in self.live:
@@ -169,13 +176,6 @@ class Controller:
     def stop_requested(self, run: Run) -> bool:
         return DirChannel(run.mailbox).stop_requested()
 
-    def idle_since(self) -> float | None:
-        """When this session's last run ended (None while one waits or runs)."""
-        with self.lock:
-            if self.live:
-                return None
-            return self.run.ended_at if self.run is not None else 0.0
-
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -194,22 +194,44 @@ class Controllers:
                 self._by_key[key] = Controller(key)
             return self._by_key[key]
 
+    def new_run(self, key: str) -> tuple[Controller, Run]:
+        """A new run in ``key``'s controller. Looking the controller up and starting the run are not one step, so
+        an expiry may drop the controller in between; then the run starts in the key's fresh controller."""
+        while True:
+            ctl = self.get(key)
+            try:
+                return ctl, ctl.new_run()
+            except ControllerClosed:
+                continue
+
     def drop(self, key: str) -> None:
+        # closed and cleaned under the registry's lock: a new controller for the same key (the same folder)
+        # cannot create its run folder until the old one is removed
         with self._lock:
             c = self._by_key.pop(key, None)
-        if c is not None:
-            c.cleanup()
+            if c is not None:
+                with c.lock:
+                    c.closed = True
+                c.cleanup()
 
     def expire(self, ttl: float, now: float | None = None) -> list[str]:
         """Drop the sessions whose last run ended more than ``ttl`` seconds ago (REST clients never close a
-        page, so nothing else would free their folders). Returns the keys dropped."""
+        page, so nothing else would free their folders). Returns the keys dropped. Whether a session is idle
+        and its closing are decided together under its lock, so a run starting at the same moment is either
+        seen (the session is kept) or refused (it starts in a fresh controller)."""
         now = time.time() if now is None else now
+        dropped = []
         with self._lock:
-            items = list(self._by_key.items())
-        old = [k for k, c in items if (t := c.idle_since()) is not None and now - t > ttl]
-        for k in old:
-            self.drop(k)
-        return old
+            for k, c in list(self._by_key.items()):
+                with c.lock:
+                    ended = None if c.live else (c.run.ended_at if c.run is not None else 0.0)
+                    if ended is None or now - ended <= ttl:
+                        continue
+                    c.closed = True
+                del self._by_key[k]
+                shutil.rmtree(c.folder, ignore_errors=True)    # idle: no run uses it
+                dropped.append(k)
+        return dropped
 
     def __len__(self) -> int:
         return len(self._by_key)

@@ -212,7 +212,7 @@ class AppState:
             ticket = self.queue.enter(key)   # ... and its waiting one (the line keeps one per session)
         except QueueFull as e:
             _raise(str(e))
-        run = ctl.new_run()
+        ctl, run = self.controllers.new_run(key)
         try:
             pos = self.queue.wait(ticket, 0.0)
             while True:

@@ -1,10 +1,14 @@
-"""``python -m fashionchameleon compare A.json B.json``: two checkpoints on the same SwitchBench cases.
+"""``python -m fashionchameleon compare A.json[:VARIANT] B.json[:VARIANT]``: two runs on the same SwitchBench cases.
 
 Both files are ``eval --json`` outputs. Cases are paired by seed; for every metric of one variant (default
-``full``) under each protocol both ran, and for the long-run metrics, it reports both means and the paired
-95% bootstrap interval of the mean of (B - A). This is how the training ablations are read.
+``full``, or ``--variant``; a ``:VARIANT`` suffix picks a row per file, so any row of one run can be paired with
+any row of another) under each protocol both ran, for the ten-switch rows and for the long-run metrics, it
+reports both means and the paired 95% bootstrap interval of the mean of (B - A). This is how the training
+ablations and the switch policies are read.
 
     python -m fashionchameleon compare reports/ablations/dmd-tau0.2.json reports/ablations/dmd-tauinf.json
+    python -m fashionchameleon compare reports/identity/heldout-500000-500015.json:paper \
+        reports/identity/heldout-500000-500015-full-v3.json:full
 """
 
 from __future__ import annotations
@@ -22,9 +26,9 @@ LONG_METRICS = ("drift_ratio", "motion_min", "identity_drift")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("a", type=Path, help="eval --json output of the baseline")
-    p.add_argument("b", type=Path, help="eval --json output compared with it (intervals are of B - A)")
-    p.add_argument("--variant", default="full", help="the rescheduling variant to compare")
+    p.add_argument("a", help="eval --json output of the baseline, optionally FILE:VARIANT")
+    p.add_argument("b", help="eval --json output compared with it (intervals are of B - A), optionally FILE:VARIANT")
+    p.add_argument("--variant", default="full", help="the rescheduling variant to compare where a file names none")
     p.add_argument("--json", action="store_true", help="one line of JSON on stdout")
 
 
@@ -46,29 +50,45 @@ def paired(rows_a: list[dict], rows_b: list[dict], metrics) -> tuple[dict, int]:
     return out, len(pairs)
 
 
-def compare(a: dict, b: dict, variant: str = "full") -> dict:
+def split_spec(spec: str, default_variant: str) -> tuple[Path, str]:
+    """``FILE`` or ``FILE:VARIANT`` (a path that exists as given wins, so a colon in a file name still works)."""
+    path, _, variant = spec.rpartition(":")
+    if not path or Path(spec).exists() or not variant or "/" in variant:
+        return Path(spec), default_variant
+    return Path(path), variant
+
+
+def compare(a: dict, b: dict, variant: str = "full", variant_b: str | None = None) -> dict:
+    """Pairs ``variant`` of run A with ``variant_b`` (default: the same) of run B, case by case."""
+    from .cli import TEN_SWITCH_METRICS
     from .switchbench import METRICS
 
+    variant_b = variant_b or variant
     ca, cb = a.get("per_case"), b.get("per_case")
     if ca is None or cb is None:
         raise ValueError("both files need per-case results: re-run `eval --json` with this version")
-    out = {"variant": variant, "checkpoint_a": a.get("checkpoint_sha"), "checkpoint_b": b.get("checkpoint_sha")}
+    out = {"variant": variant if variant == variant_b else f"{variant} vs {variant_b}",
+           "checkpoint_a": a.get("checkpoint_sha"), "checkpoint_b": b.get("checkpoint_sha")}
     for key in ("a", "b"):
-        if ca.get(key, {}).get(variant) and cb.get(key, {}).get(variant):
-            out[f"protocol_{key}"], out[f"cases_{key}"] = paired(ca[key][variant], cb[key][variant], METRICS)
-    if ca.get("long") and cb.get("long"):
+        if ca.get(key, {}).get(variant) and cb.get(key, {}).get(variant_b):
+            out[f"protocol_{key}"], out[f"cases_{key}"] = paired(ca[key][variant], cb[key][variant_b], METRICS)
+    ten_a, ten_b = ca.get("ten_switches", {}).get(variant), cb.get("ten_switches", {}).get(variant_b)
+    if ten_a and ten_b:
+        out["ten_switches"], out["cases_ten_switches"] = paired(ten_a, ten_b, TEN_SWITCH_METRICS)
+    if ca.get("long") and cb.get("long"):      # long runs stream `full` only
         out["long"], out["cases_long"] = paired(ca["long"], cb["long"], LONG_METRICS)
     if len(out) == 3:
-        raise ValueError(f"the two files share no results for variant {variant!r}")
+        raise ValueError(f"the two files share no results for variant {out['variant']!r}")
     return out
 
 
 def print_table(out: dict, names: tuple[str, str], file=sys.stderr) -> None:
     print(f"A = {names[0]}\nB = {names[1]}", file=file)
-    for key, title in (("protocol_a", "protocol (a)"), ("protocol_b", "protocol (b)"), ("long", "long runs")):
+    for key, title in (("protocol_a", "protocol (a)"), ("protocol_b", "protocol (b)"),
+                       ("ten_switches", "ten switches"), ("long", "long runs")):
         if key not in out:
             continue
-        n = out["cases_" + key.split("_")[-1]]
+        n = out["cases_" + key.removeprefix("protocol_")]
         print(f"\n{title}, {n} paired cases{'' if key == 'long' else ', variant ' + out['variant']}", file=file)
         print(f"{'metric':24s}{'A':>10s}{'B':>10s}   95% interval of B - A", file=file)
         for m, r in out[key].items():
@@ -82,8 +102,9 @@ def run(args: argparse.Namespace) -> int:
     from .switchbench import nan_to_none
 
     try:
-        a, b = (json.loads(Path(p).read_text()) for p in (args.a, args.b))
-        out = compare(a, b, args.variant)
+        (path_a, var_a), (path_b, var_b) = (split_spec(s, args.variant) for s in (args.a, args.b))
+        a, b = (json.loads(p.read_text()) for p in (path_a, path_b))
+        out = compare(a, b, var_a, var_b)
     except (OSError, json.JSONDecodeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -67,13 +67,16 @@ def build_or_load_bank(codec_dir: str | os.PathLike, codec_sha: str, seeds, fram
     chunks = [seeds[i:i + SHARD] for i in range(0, len(seeds), SHARD)]
     parts = []
     bar = tqdm(total=len(seeds), desc="encode world", unit="clip", disable=not progress)
-    with mp.get_context("fork").Pool(workers, initializer=_init_worker, initargs=(str(codec_dir),)) as pool:
+    pool = None     # opened at the first shard that is not saved yet: a resumed, finished build starts no workers
+    try:
         for i, chunk in enumerate(chunks):
             part_path = parts_dir / f"{i:04d}_{chunk[0]}-{chunk[-1]}.safetensors"
             if part_path.exists():
                 parts.append(LatentBank.load(part_path))
                 bar.update(len(chunk))
                 continue
+            if pool is None:
+                pool = mp.get_context("fork").Pool(workers, initializer=_init_worker, initargs=(str(codec_dir),))
             out = []
             for o in pool.imap(_encode_seed, [(s, frames, size, version) for s in chunk], chunksize=8):
                 out.append(o)
@@ -82,6 +85,10 @@ def build_or_load_bank(codec_dir: str | os.PathLike, codec_sha: str, seeds, fram
                               torch.stack([o[2] for o in out]), [o[3] for o in out])
             part.save(part_path)
             parts.append(part)
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
     bar.close()
     bank = LatentBank(torch.cat([b.seeds for b in parts]), torch.cat([b.video for b in parts]),
                       torch.cat([b.reference for b in parts]), torch.cat([b.garment for b in parts]),
