@@ -9,8 +9,11 @@
 #   eval      SwitchBench on held-out world-v2 seeds, the teacher row (bidirectional, protocol a) and the
 #             teacher streamed block-causally (`full`); paired intervals between candidates (`compare`)
 #   realbench real photos (scripts/make_realbench.py), no ground truth: fidelity, token grid, landing
+#   student   (after the choice; not part of `all`) CHOSEN's block-causal student: in-context teacher forcing
+#             from its teacher, then gradient-reweighted DMD (real score: the teacher), as v1 was trained
 # Everything lives under $PILOT (outside the repository); re-running the script resumes where it stopped.
 # Usage: bash scripts/pilot_v2.sh [codec|teachers|bench|eval|realbench|all]
+#        CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh student
 #        SMOKE=1 CANDIDATES=tiny-v2-a PILOT=/tmp/pilot-smoke bash scripts/pilot_v2.sh all   (a few steps each)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,8 +33,12 @@ EVAL_CASES=${EVAL_CASES:-16}
 REAL_ARGS=${REAL_ARGS:-}
 BENCH_BLOCKS=${BENCH_BLOCKS:-60}
 BENCH_ARGS=${BENCH_ARGS:-}
+CHOSEN=${CHOSEN:-}
+FORCING_STEPS=${FORCING_STEPS:-400}
+DMD_STEPS=${DMD_STEPS:-100}
 if [ "${SMOKE:-0}" = 1 ]; then   # proves the commands run: a few steps, a few clips, one case
   TRAIN_SEEDS=0-7; CALIB_SEEDS=0-7; TEACHER_SECONDS=2; CALIB_STEPS=2; CODEC_STEPS=2; CODEC_CLIPS=8; BATCH=2; EVAL_CASES=1
+  FORCING_STEPS=2; DMD_STEPS=2
   REAL_ARGS="--persons astronaut --garments 2"; BENCH_BLOCKS=32; BENCH_ARGS=--no-teacher
 fi
 CODEC=${CODEC:-assets/checkpoints/codec-v2}    # the committed world-v2 codec (stage `codec` trains it when absent)
@@ -109,5 +116,20 @@ if want realbench; then
     $PY -m fashionchameleon eval --real "$PILOT/realbench" --checkpoint "$PILOT/teacher-$c" --codec "$CODEC" \
       --threads "$THREADS" --out "$REPORTS/realbench-$c" --json > "$REPORTS/realbench-$c.json"
   done
+fi
+if [ "$what" = student ]; then
+  [ -n "$CHOSEN" ] || { echo "student: set CHOSEN to the pilot's choice (e.g. CHOSEN=tiny-v2-a)" >&2; exit 2; }
+  teacher=$PILOT/teacher-$CHOSEN
+  [ -f "$teacher/config.json" ] || { echo "student: no teacher at $teacher (run the teachers stage)" >&2; exit 2; }
+  # v1's recipe (MODEL_CARD): regression onto the teacher's trajectories first (a short full schedule: alone it
+  # stays blurry), then GR-DMD, which sharpens, at v1's learning rates
+  $PY -m fashionchameleon train --stage forcing --config "$CHOSEN" --init "$teacher" --codec "$CODEC" \
+    --train-seeds "$TRAIN_SEEDS" --batch "$BATCH" --threads "$THREADS" --steps "$FORCING_STEPS" \
+    --run-dir "$PILOT/runs/forcing-$CHOSEN" --out "$PILOT/forcing-$CHOSEN" --save-every 25 --sample-every 0
+  $PY -m fashionchameleon train --stage dmd --config "$CHOSEN" --init "$PILOT/forcing-$CHOSEN" --teacher "$teacher" \
+    --codec "$CODEC" --train-seeds "$TRAIN_SEEDS" --threads "$THREADS" --steps "$DMD_STEPS" \
+    --batch "$([ "${SMOKE:-0}" = 1 ] && echo 2 || echo 4)" --lr 5e-5 --critic-lr 1e-4 --tau 0.2 \
+    --warmup "$([ "${SMOKE:-0}" = 1 ] && echo 1 || echo 25)" --run-dir "$PILOT/runs/dmd-$CHOSEN" \
+    --out "$PILOT/student-$CHOSEN" --save-every 25 --sample-every 0
 fi
 echo "pilot outputs: $REPORTS"
