@@ -1,12 +1,15 @@
 """Fill a RealBench folder with licensed inputs: photos of people and product-style garment images.
 
-    python scripts/make_realbench.py DIR [--persons astronaut,camera] [--garments 4] [--world both]
+    python scripts/make_realbench.py DIR [--persons astronaut,camera,hopper] [--garments 4] [--world both]
 
-People (from scikit-image's bundled data; licences as stated in skimage.data's docstrings):
-  astronaut  Eileen Collins, NASA: "No known copyright restrictions, released into the public domain."
-  camera     "No copyright restrictions. CC0 by the photographer (Lav Varshney)." (greyscale)
-Both are excluded from the synthetic world (world_v2.PERSON_PHOTOS): no training ever sees them.
-Each gets a sidecar JSON with its torso box (fractions of the photo), measured by eye.
+People (bundled with installed packages; licences as their sources state):
+  astronaut  Eileen Collins, NASA (skimage.data): "No known copyright restrictions, released into the public domain."
+  camera     skimage.data: "No copyright restrictions. CC0 by the photographer (Lav Varshney)." (greyscale)
+  hopper     Commodore Grace M. Hopper, official U.S. Navy photograph (a work of the U.S. federal government,
+             public domain), shipped as matplotlib's sample_data/grace_hopper.jpg
+None is ever a training image (world v2's backgrounds are a fixed list of scikit-image's non-person images;
+world_v2.PERSON_PHOTOS names the ones it excludes). Each gets a sidecar JSON with its torso box (fractions of
+the photo), measured by eye.
 
 Garments: flat-lays of tops and dresses rendered by the synthetic world from held-out seeds (500,000+),
 alternating v1 (square) and v2 (portrait) with ``--world both``; their colours differ clearly, so a switch
@@ -25,17 +28,30 @@ import numpy as np
 from PIL import Image
 
 PERSONS = {
-    # name: (loader attribute in skimage.data, licence line, torso box x0, y0, x1, y1 as photo fractions)
+    # name: (loader: skimage.data attribute or matplotlib sample_data file, licence line,
+    #        torso box x0, y0, x1, y1 as photo fractions)
     "astronaut": ("astronaut", "NASA, public domain (skimage.data.astronaut)", (0.05, 0.45, 0.6, 1.0)),
     "camera": ("camera", "CC0, Lav Varshney (skimage.data.camera)", (0.02, 0.25, 0.45, 1.0)),
+    "hopper": ("grace_hopper.jpg", "U.S. Navy official photograph, public domain (matplotlib sample_data)",
+               (0.06, 0.6, 0.98, 1.0)),
 }
+
+
+def load_person(source: str) -> np.ndarray:
+    if source.endswith(".jpg"):
+        import matplotlib.cbook
+
+        return np.asarray(Image.open(matplotlib.cbook.get_sample_data(source)).convert("RGB"))
+    import skimage.data as skd
+
+    return np.asarray(getattr(skd, source)())
 FIRST_SEED = 500_000      # held out: evaluation only
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("dir", type=Path)
-    ap.add_argument("--persons", default="astronaut,camera", help=f"comma list of {', '.join(PERSONS)}")
+    ap.add_argument("--persons", default="astronaut,camera,hopper", help=f"comma list of {', '.join(PERSONS)}")
     ap.add_argument("--garments", type=int, default=4, help="number of world flat-lays (at least 2)")
     ap.add_argument("--world", choices=["1", "2", "both"], default="both")
     args = ap.parse_args(argv)
@@ -44,8 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     if bad or args.garments < 2:
         print(f"error: unknown person {bad[0]!r}" if bad else "error: --garments must be at least 2", file=sys.stderr)
         return 2
-    import skimage.data as skd
-
     from fashionchameleon.data import world
 
     persons_dir, garments_dir = args.dir / "persons", args.dir / "garments"
@@ -54,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     sources = ["RealBench inputs", ""]
     for name in names:
         attr, licence, torso = PERSONS[name]
-        img = np.asarray(getattr(skd, attr)())
+        img = load_person(attr)
         Image.fromarray(img).convert("RGB").save(persons_dir / f"{name}.png")
         (persons_dir / f"{name}.json").write_text(json.dumps({"torso": list(torso), "source": licence}) + "\n")
         sources.append(f"persons/{name}.png: {licence}")
