@@ -140,3 +140,30 @@ def test_cli_json_contract(micro_assets, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "fashionchameleon", "eval", "--real", str(tmp_path / "nope"),
                           "--json"], capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "no such folder" in bad.stderr
+
+
+def test_make_realbench_writes_every_licensed_person_with_its_torso_box(tmp_path):
+    """The default input set: three photos of people (none a training image), each with a torso box and a licence
+    line, and flat-lays of held-out world garments in clearly different colours."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "scripts" / "make_realbench.py"), str(tmp_path), "--garments", "3"],
+                       capture_output=True, text=True, timeout=300, cwd=root)
+    assert r.returncode == 0, r.stderr
+    persons, garments = RB.find_inputs(tmp_path)
+    assert sorted(p.stem for p in persons) == ["astronaut", "camera", "hopper"] and len(garments) == 3
+    for p in persons:
+        side = json.loads(p.with_suffix(".json").read_text())
+        x0, y0, x1, y1 = side["torso"]
+        assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1 and side["source"]
+        assert Image.open(p).mode == "RGB" and min(Image.open(p).size) >= 256
+    from fashionchameleon.data.world_v2 import PERSON_PHOTOS, PHOTO_SOURCES
+
+    assert not {"astronaut", "camera"} & set(PHOTO_SOURCES) and {"astronaut", "camera"} <= PERSON_PHOTOS
+    def garment_colour(path):       # the flat-lay's mean colour off its near-white background
+        px = np.asarray(Image.open(path).convert("RGB"), float).reshape(-1, 3)
+        return px[px.min(1) < 240].mean(0)
+
+    colours = [garment_colour(g) for g in garments]
+    assert all(np.abs(a - b).sum() > 30 for i, a in enumerate(colours) for b in colours[i + 1:])
