@@ -125,13 +125,12 @@ class Preset:
 
     @property
     def world_size(self) -> int | tuple[int, int]:
-        """The ``size`` the world's renderers take: v1 draws squares (an int), v2 (width, height)."""
-        if self.world_version == 1:
-            w, h = self.resolution
-            if w != h:
-                raise ValueError(f"{self.name}: world v1 renders square frames, not {w}x{h}")
+        """The ``size`` the world's renderers take: v1 draws squares (an int; a portrait resolution is the
+        centre crop of a square, for evaluating portrait models on v1 seeds), v2 (width, height)."""
+        w, h = self.resolution
+        if self.world_version == 1 and w == h:
             return h
-        return tuple(self.resolution)
+        return (w, h)
 
     @property
     def latent_size(self) -> tuple[int, int]:

@@ -4,6 +4,7 @@ import argparse
 import hashlib
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -195,3 +196,44 @@ def test_latent_bank_build_resumes_from_its_saved_shards(micro_assets, tmp_path,
     assert resumed.seeds.tolist() == seeds and resumed.prompts == whole.prompts
     for k in ("video", "reference", "garment"):
         assert torch.equal(getattr(resumed, k), getattr(whole, k)), k
+
+
+def test_a_portrait_model_is_evaluated_on_world_v1_seeds_as_the_centre_crop(micro_assets, tmp_path):
+    """`eval --world 1` on a v2 (portrait) checkpoint: v1's ground truth rendered as the centre crop of its square,
+    masks and all; a model that lacks the other world's motion prompts is refused."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from fashionchameleon.data import world as W
+    from fashionchameleon.model.codec import TinyCodec
+    from fashionchameleon.model.dit import WanDiT
+    from fashionchameleon.model.loading import save_checkpoint
+
+    square = W.make_switch_sample(500_001, switches=1, num_frames=40, size=48)
+    crop = W.make_switch_sample(500_001, switches=1, num_frames=40, size=(32, 48))
+    assert crop.clip.frames.shape[1:] == (48, 32, 3) and crop.reference.shape == (48, 32, 3)
+    assert np.array_equal(crop.clip.frames, square.clip.frames[:, :, 8:40])
+    assert np.array_equal(crop.clip.garment_masks, square.clip.garment_masks[:, :, 8:40])
+    assert np.array_equal(W.render_background(crop.spec, (32, 48)), W.render_background(square.spec, 48)[:, 8:40])
+    flat = W.render_flatlay(crop.garments[0], (32, 48))       # the square product photo, padded with white
+    assert flat.shape == (48, 32, 3) and (flat[:8] == 255).all()
+
+    model_v1, codec = micro_assets
+    preset = get_preset("micro-v2")
+    model_dir = tmp_path / "micro-v2"
+    save_checkpoint(model_dir, WanDiT(preset.model), preset, metadata={"codec_sha256": TinyCodec.load(codec).sha256})
+    root = Path(__file__).resolve().parents[1]
+
+    def eval_cli(model, world):
+        return subprocess.run([sys.executable, "-m", "fashionchameleon", "eval", "--checkpoint", str(model), "--codec",
+                               str(codec), "--seeds", "500000-500000", "--variants", "full", "--protocols", "a",
+                               "--world", world, "--threads", "1", "--json"],
+                              cwd=root, capture_output=True, text=True, timeout=600)
+
+    r = eval_cli(model_dir, "1")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["world"] == 1 and np.isfinite(out["rows"]["full"]["garment_color_error"])
+    r = eval_cli(model_v1, "2")                       # micro knows v1's five motions, not hair/collar/hips
+    assert r.returncode == 2 and "prompts this model does not know" in r.stderr

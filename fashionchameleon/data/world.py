@@ -178,6 +178,25 @@ def _is_v2(record) -> bool:
     return getattr(record, "version", 1) == 2
 
 
+def _v1_crop(size) -> tuple[int, int, int] | None:
+    """World v1 draws squares. A (width, height) size that is not square is the centre crop of a square of the
+    larger side (how a v2-shaped, portrait model is evaluated on v1 seeds): (side, width, height), else None."""
+    if not isinstance(size, (tuple, list)):
+        return None
+    w, h = int(size[0]), int(size[1])
+    return None if w == h else (max(w, h), w, h)
+
+
+def _centre(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    y0, x0 = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
+    return img[y0:y0 + h, x0:x0 + w]
+
+
+def _side(size) -> int:
+    """v1's square side for an int or a square (width, height)."""
+    return int(size[0]) if isinstance(size, (tuple, list)) else int(size)
+
+
 def spec_for_seed(seed: int, num_garments: int = 4, version: int = 1) -> Spec:
     if version == 2:
         return _v2().spec_for_seed(seed, num_garments)
@@ -380,7 +399,9 @@ def render_frame(spec: Spec, garment: Garment, t: float, size: int = 128) -> tup
     """One frame: (rgb uint8 HxWx3, person mask bool, garment mask bool), masks as exact support."""
     if _is_v2(spec):
         return _v2().render_frame(spec, garment, t, size)
-    cv = Canvas(size)
+    if crop := _v1_crop(size):
+        return tuple(_centre(a, *crop[1:]) for a in render_frame(spec, garment, t, crop[0]))
+    cv = Canvas(_side(size))
     img = _background(cv, spec.scene).astype(np.float32)
     P, pose = spec.person, pose_at(spec, t)
     s = P.height
@@ -493,7 +514,13 @@ def render_flatlay(garment: Garment, size: int = 128) -> np.ndarray:
     """Product photo of the garment: canonical pose, centred on white."""
     if _is_v2(garment):
         return _v2().render_flatlay(garment, size)
-    cv = Canvas(size)
+    if crop := _v1_crop(size):      # the square product photo, padded with its white to the frame's shape
+        side, w, h = min(crop[1:]), crop[1], crop[2]
+        out = np.full((h, w, 3), 255, np.uint8)
+        y0, x0 = (h - side) // 2, (w - side) // 2
+        out[y0:y0 + side, x0:x0 + side] = render_flatlay(garment, side)
+        return out
+    cv = Canvas(_side(size))
     img = np.full(cv.x.shape + (3,), 255.0, np.float32)
     cx, top, bottom = 0.5, 0.2, 0.78 if garment.type != "dress" else 0.9
     sw, hw = 0.2, 0.16
@@ -537,7 +564,7 @@ def render_clip(spec: Spec, timeline: list[tuple[int, Garment]], num_frames: int
     """Frames ``start_frame .. start_frame+num_frames-1``; ``timeline`` = [(first frame, garment), ...]."""
     if _is_v2(spec):
         return _v2().render_clip(spec, timeline, num_frames, size, fps, start_frame)
-    if size % 2:
+    if any(int(n) % 2 for n in (size if isinstance(size, (tuple, list)) else (size,))):
         raise ValueError(f"resolution must be even, got {size}")
     timeline = sorted(timeline, key=lambda e: e[0])
     frames, pm, gm = [], [], []
@@ -566,7 +593,8 @@ class Sample:
 
 def make_sample(seed: int, num_frames: int = 33, size: int | tuple[int, int] | None = None, fps: int = 16,
                 version: int = 1) -> Sample:
-    """``size``: an int (v1, square; default 128) or (width, height) (v2, portrait; default 112x192)."""
+    """``size``: an int (v1, square; default 128) or (width, height) (v2, portrait; default 112x192; v1 renders
+    a (width, height) as the centre crop of a square)."""
     if version == 2:
         return _v2().make_sample(seed, num_frames, _v2().DEFAULT_SIZE if size is None else size, fps)
     size = 128 if size is None else size
@@ -623,7 +651,9 @@ def render_background(spec: Spec, size: int = 128) -> np.ndarray:
     """The empty scene (no person, no shadow): what a static camera sees behind the person."""
     if _is_v2(spec):
         return _v2().render_background(spec, size)
-    return np.clip(_background(Canvas(size), spec.scene) + 0.5, 0, 255).astype(np.uint8)
+    if crop := _v1_crop(size):
+        return _centre(render_background(spec, crop[0]), *crop[1:])
+    return np.clip(_background(Canvas(_side(size)), spec.scene) + 0.5, 0, 255).astype(np.uint8)
 
 
 def scene_colors(spec: Spec) -> list[tuple[int, int, int]]:

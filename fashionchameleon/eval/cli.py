@@ -45,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override `full`'s last-frame share in the reference put back then (0: the original)")
     p.add_argument("--reference-gate", type=float, default=None,
                    help="override `full`'s motion gate on the blend (x the mean latent difference; 0: off)")
+    p.add_argument("--world", type=int, choices=[1, 2], default=None,
+                   help="the synthetic world whose seeds to evaluate (default: the checkpoint's own), rendered at "
+                        "the checkpoint's resolution (v1 at a portrait size: the centre crop of its square)")
     p.add_argument("--out", type=Path, default=None, help="report folder (Markdown + PNG plots)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", action="store_true")
@@ -97,7 +100,19 @@ def run(args: argparse.Namespace) -> int:
                 print(f"error: --{name.replace('_', '-')} out of range: {value}", file=sys.stderr)
                 return 2
             stream = dataclasses.replace(stream, **{name: value})
-    gen = StreamingGenerator(gen.model, gen.codec, gen.preset, checkpoint_sha=gen.checkpoint_sha, stream=stream)
+    preset = gen.preset
+    if args.world is not None and args.world != preset.world_version:
+        from ..data import world as W
+        from ..data import world_v2 as W2
+
+        motions = W2.MOTIONS if args.world == 2 else W.MOTIONS
+        unknown = [m for m in motions if gen.model.config.prompt_vocab and m not in gen.model.config.prompt_vocab]
+        if unknown:
+            print(f"error: world v{args.world}'s motions {', '.join(unknown)} are prompts this model does not know",
+                  file=sys.stderr)
+            return 2
+        preset = dataclasses.replace(preset, world_version=args.world)
+    gen = StreamingGenerator(gen.model, gen.codec, preset, checkpoint_sha=gen.checkpoint_sha, stream=stream)
     protocols = [p for p in args.protocols.split(",") if p in ("a", "b")]
     teacher = None
     if args.with_teacher:
@@ -138,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     out = {"rows": {v: means(r) for v, r in results.get("a", {}).items()},
            "rows_free": {v: means(r) for v, r in results.get("b", {}).items()},
            "paired": {}, "cases": len(seeds), "seeds": f"{seeds[0]}-{seeds[-1]}",
-           "checkpoint_sha": gen.checkpoint_sha, "keep_recent": stream.keep_recent,
+           "checkpoint_sha": gen.checkpoint_sha, "world": preset.world_version, "keep_recent": stream.keep_recent,
            "withdraw_sink": stream.withdraw_sink, "switch_policy": {k: getattr(stream, k) for k in
                                                                      ("reference_mix", "reanchor_after", "reanchor_mix",
                                                                       "reference_gate")},

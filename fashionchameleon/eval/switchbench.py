@@ -59,7 +59,7 @@ def as_world(world: "World | int") -> World:
 def frame_size(spec, frames: np.ndarray) -> int | tuple[int, int]:
     """The renderers' ``size`` for frames (..., H, W, 3) of ``spec``'s world: v2 takes (width, height)."""
     h, w = frames.shape[-3:-1]
-    return (w, h) if getattr(spec, "version", 1) == 2 else h
+    return (w, h) if getattr(spec, "version", 1) == 2 or w != h else h
 
 
 @dataclass
