@@ -167,3 +167,26 @@ def test_make_realbench_writes_every_licensed_person_with_its_torso_box(tmp_path
 
     colours = [garment_colour(g) for g in garments]
     assert all(np.abs(a - b).sum() > 30 for i, a in enumerate(colours) for b in colours[i + 1:])
+
+
+def test_compare_pairs_two_realbench_runs_case_by_case():
+    from fashionchameleon.eval.compare import REALBENCH_METRICS, compare
+
+    def run(offset, order):
+        return {"cases": [{"person": p, "garment": g, "switch_to": "z.png",
+                           **{m: i + offset for m in REALBENCH_METRICS}}
+                          for i, (p, g) in enumerate(order)], "means": {}}
+
+    cases = [("a.png", "g1.png"), ("a.png", "g2.png"), ("b.png", "g1.png")]
+    a = run(0.0, cases)
+    b = run(0.5, cases)
+    b["cases"].reverse()                                   # pairing is by case, not by position
+    for i, c in enumerate(b["cases"]):
+        c.update({m: (len(cases) - 1 - i) + 0.5 for m in REALBENCH_METRICS})
+    b["cases"].append({"person": "new.png", "garment": "g1.png", "switch_to": "z.png",
+                       **{m: 99.0 for m in REALBENCH_METRICS}})
+    out = compare(a, b)
+    assert out["cases_realbench"] == 3
+    assert out["realbench"]["grid_visibility"]["diff_ci"] == [0.5, 0.5]
+    with pytest.raises(ValueError, match="share no case"):
+        compare(a, {"cases": [b["cases"][-1]]})

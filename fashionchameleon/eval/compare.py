@@ -1,6 +1,7 @@
 """``python -m fashionchameleon compare A.json[:VARIANT] B.json[:VARIANT]``: two runs on the same SwitchBench cases.
 
-Both files are ``eval --json`` outputs. Cases are paired by seed; for every metric of one variant (default
+Both files are ``eval --json`` outputs (two SwitchBench runs, or two RealBench runs: ``eval --real``, paired by
+person, garment and switch, on fidelity, token grid and landing). SwitchBench cases are paired by seed; for every metric of one variant (default
 ``full``, or ``--variant``; a ``:VARIANT`` suffix picks a row per file, so any row of one run can be paired with
 any row of another) under each protocol both ran, for the ten-switch rows and for the long-run metrics, it
 reports both means and the paired 95% bootstrap interval of the mean of (B - A). This is how the training
@@ -23,6 +24,8 @@ import numpy as np
 from . import metrics as M
 
 LONG_METRICS = ("drift_ratio", "motion_min", "identity_drift")
+REALBENCH_METRICS = ("fidelity_ssim", "fidelity_psnr", "fidelity_ratio", "ref_ssim_late", "grid_visibility",
+                     "grid_visibility_codec", "landing_gain")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,10 +39,19 @@ def _num(x) -> float:
     return float("nan") if x is None else float(x)
 
 
-def paired(rows_a: list[dict], rows_b: list[dict], metrics) -> tuple[dict, int]:
-    """Per metric: mean of A, mean of B, 95% interval of mean(B - A) over the seeds both have."""
-    by_seed = {r["seed"]: r for r in rows_a}
-    pairs = [(by_seed[r["seed"]], r) for r in rows_b if r["seed"] in by_seed]
+def _seed(row: dict):
+    return row["seed"]
+
+
+def _real_case(row: dict):
+    return row["person"], row["garment"], row["switch_to"]
+
+
+def paired(rows_a: list[dict], rows_b: list[dict], metrics, key=_seed) -> tuple[dict, int]:
+    """Per metric: mean of A, mean of B, 95% interval of mean(B - A) over the cases both have (by ``key``:
+    the seed; RealBench's person, garment and switch)."""
+    by_key = {key(r): r for r in rows_a}
+    pairs = [(by_key[key(r)], r) for r in rows_b if key(r) in by_key]
     out = {}
     for m in metrics:
         a = np.array([_num(x.get(m)) for x, _ in pairs])      # reports from before a metric existed: NaN
@@ -64,6 +76,12 @@ def compare(a: dict, b: dict, variant: str = "full", variant_b: str | None = Non
     from .switchbench import METRICS
 
     variant_b = variant_b or variant
+    if isinstance(a.get("cases"), list) and isinstance(b.get("cases"), list):     # two RealBench runs
+        out = {"checkpoint_a": a.get("checkpoint_sha"), "checkpoint_b": b.get("checkpoint_sha")}
+        out["realbench"], out["cases_realbench"] = paired(a["cases"], b["cases"], REALBENCH_METRICS, _real_case)
+        if not out["cases_realbench"]:
+            raise ValueError("the two RealBench runs share no case (person, garment, switch)")
+        return out
     ca, cb = a.get("per_case"), b.get("per_case")
     if ca is None or cb is None:
         raise ValueError("both files need per-case results: re-run `eval --json` with this version")
@@ -85,11 +103,12 @@ def compare(a: dict, b: dict, variant: str = "full", variant_b: str | None = Non
 def print_table(out: dict, names: tuple[str, str], file=sys.stderr) -> None:
     print(f"A = {names[0]}\nB = {names[1]}", file=file)
     for key, title in (("protocol_a", "protocol (a)"), ("protocol_b", "protocol (b)"),
-                       ("ten_switches", "ten switches"), ("long", "long runs")):
+                       ("ten_switches", "ten switches"), ("long", "long runs"), ("realbench", "RealBench")):
         if key not in out:
             continue
         n = out["cases_" + key.removeprefix("protocol_")]
-        print(f"\n{title}, {n} paired cases{'' if key == 'long' else ', variant ' + out['variant']}", file=file)
+        print(f"\n{title}, {n} paired cases{', variant ' + out['variant'] if 'variant' in out and key != 'long' else ''}",
+              file=file)
         print(f"{'metric':24s}{'A':>10s}{'B':>10s}   95% interval of B - A", file=file)
         for m, r in out[key].items():
             lo, hi = r["diff_ci"]
