@@ -30,7 +30,7 @@ from fashionchameleon.app.widgets import ImageFile
 MAX_SECONDS = int(os.environ.get("FC_MAX_SECONDS", "30"))
 SEGMENT_SECONDS = float(os.environ.get("FC_SEGMENT_SECONDS", "0.75"))
 GEN, GEN_NOTE = load_generator(os.environ.get("FC_CHECKPOINT"), os.environ.get("FC_CODEC"))
-EXAMPLES = examples(GEN.resolution[1])
+EXAMPLES = examples(GEN.preset.world_size, version=GEN.preset.world_version)
 STATE = AppState(GEN, max_active=int(os.environ.get("FC_MAX_ACTIVE", "1")),
                  max_waiting=int(os.environ.get("FC_MAX_WAITING", "8")), examples_hashes=EXAMPLES.hashes,
                  run_ttl_s=float(os.environ.get("FC_RUN_TTL", "900")))

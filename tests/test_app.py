@@ -408,3 +408,18 @@ def test_first_segment_is_one_block_later_ones_longer(micro_generator, ex, tmp_p
         with av.open(upd.segment) as c:
             counts.append(sum(1 for _ in c.decode(video=0)))
     assert counts == [9, 24, 24, 23] and updates[-1].frames == 80     # 9 | 12+12 | 12+12 | 12+11 frames
+
+
+def test_examples_follow_the_models_world_and_framing(micro_assets):
+    """A world-v2 (portrait) model gets world-v2 examples at its own size, recognised as examples (no warning)."""
+    from fashionchameleon.model.codec import load_codec
+    from fashionchameleon.streaming.generator import StreamingGenerator
+
+    gen = StreamingGenerator.random("micro-v2", load_codec(micro_assets[1]))
+    ex2 = examples(gen.preset.world_size, persons=2, garments=2, version=gen.preset.world_version)
+    assert ex2.root.name == "v2-32x48" and ex2.root != examples(32).root
+    for path in ex2.persons + ex2.garments:
+        assert np.asarray(Image.open(path)).shape == (48, 32, 3)
+    from fashionchameleon.app.state import _digest
+
+    assert all(_digest(gen.person_image(np.asarray(Image.open(p).convert("RGB")))) in ex2.hashes for p in ex2.persons)

@@ -89,25 +89,28 @@ def _digest(img: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(img).tobytes()).hexdigest()
 
 
-def examples(size: int = 128, persons: int = 6, garments: int = 8) -> Examples:
-    """Example people and garments rendered from held-out seeds of the synthetic world (cached on disk)."""
+def examples(size: int | tuple[int, int] = 128, persons: int = 6, garments: int = 8, version: int = 1) -> Examples:
+    """Example people and garments rendered from held-out seeds of the synthetic world ``version`` at ``size``
+    (the model's: ``preset.world_size``), cached on disk."""
     from PIL import Image
 
     from ..data.world import make_sample, render_flatlay, spec_for_seed
 
-    root = Path(tempfile.gettempdir()) / "fashionchameleon-examples" / str(size)
+    tag = f"{size[0]}x{size[1]}" if isinstance(size, (tuple, list)) else str(size)
+    root = Path(tempfile.gettempdir()) / "fashionchameleon-examples" / (tag if version == 1 else f"v{version}-{tag}")
     root.mkdir(parents=True, exist_ok=True)
     person_paths, garment_paths, hashes = [], [], set()
     for k in range(persons):
         path = root / f"person_{k}.png"
         if not path.exists():
-            Image.fromarray(make_sample(900_000 + k, num_frames=1, size=size).reference).save(path)
+            ref = make_sample(900_000 + k, num_frames=1, size=size, version=version).reference
+            Image.fromarray(ref).save(path)
         person_paths.append(str(path))
         hashes.add(_digest(np.asarray(Image.open(path).convert("RGB"))))
     for k in range(garments):
         path = root / f"garment_{k}.png"
         if not path.exists():
-            Image.fromarray(render_flatlay(spec_for_seed(910_000 + k).garments[0], size)).save(path)
+            Image.fromarray(render_flatlay(spec_for_seed(910_000 + k, version=version).garments[0], size)).save(path)
         garment_paths.append(str(path))
     return Examples(root, person_paths, garment_paths, hashes)
 
