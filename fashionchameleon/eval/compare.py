@@ -1,11 +1,11 @@
 """``python -m fashionchameleon compare A.json[:VARIANT] B.json[:VARIANT]``: two runs on the same SwitchBench cases.
 
-Both files are ``eval --json`` outputs (two SwitchBench runs, or two RealBench runs: ``eval --real``, paired by
-person, garment and switch, on fidelity, token grid and landing). SwitchBench cases are paired by seed; for every metric of one variant (default
-``full``, or ``--variant``; a ``:VARIANT`` suffix picks a row per file, so any row of one run can be paired with
-any row of another) under each protocol both ran, for the ten-switch rows and for the long-run metrics, it
-reports both means and the paired 95% bootstrap interval of the mean of (B - A). This is how the training
-ablations and the switch policies are read.
+Both files are ``eval --json`` outputs: two SwitchBench runs, or two RealBench runs (``eval --real``; cases
+paired by person, garment and switch, on fidelity, token grid and landing). SwitchBench cases are paired by
+seed; for every metric of one variant (default ``full``, or ``--variant``; a ``:VARIANT`` suffix picks a row
+per file, so any row of one run can be paired with any row of another) under each protocol both ran, for the
+ten-switch rows and for the long-run metrics, it reports both means and the paired 95% bootstrap interval of
+the mean of (B - A). This is how the training ablations, the switch policies and the v2 pilot are read.
 
     python -m fashionchameleon compare reports/ablations/dmd-tau0.2.json reports/ablations/dmd-tauinf.json
     python -m fashionchameleon compare reports/identity/heldout-500000-500015.json:paper \
@@ -107,8 +107,8 @@ def print_table(out: dict, names: tuple[str, str], file=sys.stderr) -> None:
         if key not in out:
             continue
         n = out["cases_" + key.removeprefix("protocol_")]
-        print(f"\n{title}, {n} paired cases{', variant ' + out['variant'] if 'variant' in out and key != 'long' else ''}",
-              file=file)
+        which = f", variant {out['variant']}" if "variant" in out and key != "long" else ""
+        print(f"\n{title}, {n} paired cases{which}", file=file)
         print(f"{'metric':24s}{'A':>10s}{'B':>10s}   95% interval of B - A", file=file)
         for m, r in out[key].items():
             lo, hi = r["diff_ci"]
