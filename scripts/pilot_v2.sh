@@ -9,11 +9,14 @@
 #   eval      SwitchBench on held-out world-v2 seeds, the teacher row (bidirectional, protocol a) and the
 #             teacher streamed block-causally (`full`); paired intervals between candidates (`compare`)
 #   realbench real photos (scripts/make_realbench.py), no ground truth: fidelity, token grid, landing
+#   continue  (after the choice; not part of `all`) CHOSEN's teacher trained on from the pilot's hour for
+#             CONTINUE_STEPS more (a new cosine schedule at half the rate, as v1's continued teacher)
 #   student   (after the choice; not part of `all`) CHOSEN's block-causal student: in-context teacher forcing
-#             from its teacher, then gradient-reweighted DMD (real score: the teacher), as v1 was trained
+#             from its teacher (the continued one once it is exported), then gradient-reweighted DMD (real
+#             score: the same teacher), as v1 was trained
 # Everything lives under $PILOT (outside the repository); re-running the script resumes where it stopped.
 # Usage: bash scripts/pilot_v2.sh [codec|teachers|bench|eval|realbench|all]
-#        CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh student
+#        CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh continue; CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh student
 #        SMOKE=1 CANDIDATES=tiny-v2-a PILOT=/tmp/pilot-smoke bash scripts/pilot_v2.sh all   (a few steps each)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,10 +38,11 @@ BENCH_BLOCKS=${BENCH_BLOCKS:-60}
 BENCH_ARGS=${BENCH_ARGS:-}
 CHOSEN=${CHOSEN:-}
 FORCING_STEPS=${FORCING_STEPS:-400}
+CONTINUE_STEPS=${CONTINUE_STEPS:-2000}
 DMD_STEPS=${DMD_STEPS:-100}
 if [ "${SMOKE:-0}" = 1 ]; then   # proves the commands run: a few steps, a few clips, one case
   TRAIN_SEEDS=0-7; CALIB_SEEDS=0-7; TEACHER_SECONDS=2; CALIB_STEPS=2; CODEC_STEPS=2; CODEC_CLIPS=8; BATCH=2; EVAL_CASES=1
-  FORCING_STEPS=2; DMD_STEPS=2
+  FORCING_STEPS=2; DMD_STEPS=2; CONTINUE_STEPS=2
   REAL_ARGS="--persons astronaut --garments 2"; BENCH_BLOCKS=32; BENCH_ARGS=--no-teacher
 fi
 CODEC=${CODEC:-assets/checkpoints/codec-v2}    # the committed world-v2 codec (stage `codec` trains it when absent)
@@ -117,10 +121,19 @@ if want realbench; then
       --threads "$THREADS" --out "$REPORTS/realbench-$c" --json > "$REPORTS/realbench-$c.json"
   done
 fi
-if [ "$what" = student ]; then
-  [ -n "$CHOSEN" ] || { echo "student: set CHOSEN to the pilot's choice (e.g. CHOSEN=tiny-v2-a)" >&2; exit 2; }
+if [ "$what" = continue ] || [ "$what" = student ]; then
+  [ -n "$CHOSEN" ] || { echo "$what: set CHOSEN to the pilot's choice (e.g. CHOSEN=tiny-v2-a)" >&2; exit 2; }
   teacher=$PILOT/teacher-$CHOSEN
-  [ -f "$teacher/config.json" ] || { echo "student: no teacher at $teacher (run the teachers stage)" >&2; exit 2; }
+  [ -f "$teacher/config.json" ] || { echo "$what: no teacher at $teacher (run the teachers stage)" >&2; exit 2; }
+fi
+if [ "$what" = continue ]; then
+  $PY -m fashionchameleon train "${common[@]}" --config "$CHOSEN" --init "$teacher" --steps "$CONTINUE_STEPS" \
+    --lr 2e-4 --warmup "$([ "${SMOKE:-0}" = 1 ] && echo 1 || echo 50)" --run-dir "$PILOT/runs/teacher-$CHOSEN-continued" \
+    --out "$PILOT/teacher-$CHOSEN-continued" --save-every 50 --sample-every 500
+fi
+if [ "$what" = student ]; then
+  [ -f "$PILOT/teacher-$CHOSEN-continued/config.json" ] && teacher=$PILOT/teacher-$CHOSEN-continued
+  echo "student: teacher $teacher"
   # v1's recipe (MODEL_CARD): regression onto the teacher's trajectories first (a short full schedule: alone it
   # stays blurry), then GR-DMD, which sharpens, at v1's learning rates
   $PY -m fashionchameleon train --stage forcing --config "$CHOSEN" --init "$teacher" --codec "$CODEC" \
