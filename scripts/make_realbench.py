@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+FIRST_SEED = 500_000      # held out: evaluation only
 PERSONS = {
     # name: (loader: skimage.data attribute or matplotlib sample_data file, licence line,
     #        torso box x0, y0, x1, y1 as photo fractions)
@@ -38,6 +39,7 @@ PERSONS = {
 
 
 def load_person(source: str) -> np.ndarray:
+    """A person photo as RGB: a matplotlib sample_data file (``*.jpg``) or a scikit-image data attribute."""
     if source.endswith(".jpg"):
         import matplotlib.cbook
 
@@ -45,7 +47,6 @@ def load_person(source: str) -> np.ndarray:
     import skimage.data as skd
 
     return np.asarray(getattr(skd, source)())
-FIRST_SEED = 500_000      # held out: evaluation only
 
 
 def main(argv: list[str] | None = None) -> int:
