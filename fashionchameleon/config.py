@@ -132,6 +132,15 @@ class Preset:
             return h
         return (w, h)
 
+    def training_world(self) -> tuple[int, int | tuple[int, int]]:
+        """(world version, render size) that trains this preset. World 1 draws squares: its portrait crops
+        (fine for evaluation) cut off heads and feet, so a non-square preset must train on world 2."""
+        w, h = self.resolution
+        if self.world_version == 1 and w != h:
+            raise ValueError(f"{self.name} is {w}x{h} on world 1, which draws squares (a portrait crop cuts off "
+                             "heads and feet): train a non-square preset on world 2 (world_version=2)")
+        return self.world_version, self.world_size
+
     @property
     def latent_size(self) -> tuple[int, int]:
         """(height, width) of a latent frame."""

@@ -40,9 +40,13 @@ CHOSEN=${CHOSEN:-}
 FORCING_STEPS=${FORCING_STEPS:-400}
 CONTINUE_STEPS=${CONTINUE_STEPS:-2000}
 DMD_STEPS=${DMD_STEPS:-100}
+DMD_BATCH=${DMD_BATCH:-4}
+WARMUP=${WARMUP:-50}              # teachers' warm-up steps (the student's forcing uses the trainer's default)
+DMD_WARMUP=${DMD_WARMUP:-25}
+CODEC_EVAL_SEEDS=${CODEC_EVAL_SEEDS:-500000-500031}
 if [ "${SMOKE:-0}" = 1 ]; then   # proves the commands run: a few steps, a few clips, one case
   TRAIN_SEEDS=0-7; CALIB_SEEDS=0-7; TEACHER_SECONDS=2; CALIB_STEPS=2; CODEC_STEPS=2; CODEC_CLIPS=8; BATCH=2; EVAL_CASES=1
-  FORCING_STEPS=2; DMD_STEPS=2; CONTINUE_STEPS=2
+  FORCING_STEPS=2; DMD_STEPS=2; CONTINUE_STEPS=2; DMD_BATCH=2; WARMUP=1; DMD_WARMUP=1; CODEC_EVAL_SEEDS=500000-500001
   REAL_ARGS="--persons astronaut --garments 2"; BENCH_BLOCKS=32; BENCH_ARGS=--no-teacher
 fi
 CODEC=${CODEC:-assets/checkpoints/codec-v2}    # the committed world-v2 codec (stage `codec` trains it when absent)
@@ -62,7 +66,7 @@ print(codec_report(load_codec('assets/checkpoints/codec'), '500000-500007', size
     # the codec is convolutional: one codec (rendered at tiny-v2-a's 112x192) serves every v2 candidate
     $PY -m fashionchameleon train-codec --config tiny-v2-a --steps "$CODEC_STEPS" --bank-clips "$CODEC_CLIPS" \
       --run-dir "$PILOT/runs/codec-v2" --out "$CODEC" --threads "$THREADS" \
-      --eval-seeds "$([ "${SMOKE:-0}" = 1 ] && echo 500000-500001 || echo 500000-500031)"
+      --eval-seeds "$CODEC_EVAL_SEEDS"
   fi
 fi
 
@@ -88,7 +92,7 @@ EOF
     echo "$c: $(cat "$PILOT/runs/teacher-$c.steps") teacher steps"
     if [ -f "$PILOT/teacher-$c/config.json" ]; then echo "teacher-$c: exported already"; continue; fi
     $PY -m fashionchameleon train "${common[@]}" --config "$c" --steps "$(cat "$PILOT/runs/teacher-$c.steps")" \
-      --warmup "$([ "${SMOKE:-0}" = 1 ] && echo 1 || echo 50)" --run-dir "$PILOT/runs/teacher-$c" \
+      --warmup "$WARMUP" --run-dir "$PILOT/runs/teacher-$c" \
       --out "$PILOT/teacher-$c" --save-every 50 --sample-every 500
   done
 fi
@@ -128,7 +132,7 @@ if [ "$what" = continue ] || [ "$what" = student ]; then
 fi
 if [ "$what" = continue ]; then
   $PY -m fashionchameleon train "${common[@]}" --config "$CHOSEN" --init "$teacher" --steps "$CONTINUE_STEPS" \
-    --lr 2e-4 --warmup "$([ "${SMOKE:-0}" = 1 ] && echo 1 || echo 50)" --run-dir "$PILOT/runs/teacher-$CHOSEN-continued" \
+    --lr 2e-4 --warmup "$WARMUP" --run-dir "$PILOT/runs/teacher-$CHOSEN-continued" \
     --out "$PILOT/teacher-$CHOSEN-continued" --save-every 50 --sample-every 500
 fi
 if [ "$what" = student ]; then
@@ -141,8 +145,8 @@ if [ "$what" = student ]; then
     --run-dir "$PILOT/runs/forcing-$CHOSEN" --out "$PILOT/forcing-$CHOSEN" --save-every 25 --sample-every 0
   $PY -m fashionchameleon train --stage dmd --config "$CHOSEN" --init "$PILOT/forcing-$CHOSEN" --teacher "$teacher" \
     --codec "$CODEC" --train-seeds "$TRAIN_SEEDS" --threads "$THREADS" --steps "$DMD_STEPS" \
-    --batch "$([ "${SMOKE:-0}" = 1 ] && echo 2 || echo 4)" --lr 5e-5 --critic-lr 1e-4 --tau 0.2 \
-    --warmup "$([ "${SMOKE:-0}" = 1 ] && echo 1 || echo 25)" --run-dir "$PILOT/runs/dmd-$CHOSEN" \
+    --batch "$DMD_BATCH" --lr 5e-5 --critic-lr 1e-4 --tau 0.2 \
+    --warmup "$DMD_WARMUP" --run-dir "$PILOT/runs/dmd-$CHOSEN" \
     --out "$PILOT/student-$CHOSEN" --save-every 25 --sample-every 0
 fi
 echo "pilot outputs: $REPORTS"

@@ -4,6 +4,7 @@ the model is small and random because these tests check event plumbing, not imag
 import os
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -339,6 +340,31 @@ def test_expiry_never_drops_a_session_that_is_starting_a_run(tmp_path, monkeypat
     assert run.mailbox.is_dir()
     ctl.end_run(run)
     assert ctls.expire(ttl=0.0, now=time.time() + 1) == ["s"] and not run.folder.exists()
+    assert list(tmp_path.iterdir()) == []                                # nothing left aside either
+
+
+def test_expired_and_dropped_folders_are_removed_outside_the_registry_lock(tmp_path, monkeypatch):
+    """Removing a big session folder is slow: other sessions must not wait on the registry's lock meanwhile."""
+    from fashionchameleon.app import line
+
+    monkeypatch.setattr(line, "WORK_DIR", tmp_path)
+    ctls = line.Controllers()
+    removed, real_rmtree = [], line.shutil.rmtree
+
+    def rmtree(path, *a, **kw):
+        removed.append((Path(path).name, ctls._lock.locked()))
+        real_rmtree(path, *a, **kw)
+
+    monkeypatch.setattr(line.shutil, "rmtree", rmtree)
+    for key in ("idle", "closing"):
+        c, r = ctls.new_run(key)
+        (r.out / "segment.mp4").parent.mkdir(parents=True)
+        (r.out / "segment.mp4").write_bytes(b"x" * 1000)
+        c.end_run(r)
+    ctls.drop("closing")
+    assert ctls.expire(ttl=0.0, now=time.time() + 1) == ["idle"]
+    assert [locked for _, locked in removed] == [False, False] and all(".expired-" in n for n, _ in removed)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_api_sessions_expire_and_a_closing_run_survives_its_folder(micro_generator, ex):

@@ -1,6 +1,7 @@
 """Training on world v2: presets pick the world and the portrait size; v1 `tiny` data stays exactly as it was."""
 
 import argparse
+import dataclasses
 import hashlib
 import json
 
@@ -11,7 +12,7 @@ import torch
 from fashionchameleon.config import PRESETS, TINY_V2_PROMPTS, Preset, get_preset
 from fashionchameleon.data import world_v2
 from fashionchameleon.data.datasets import HeldOutSeedError, WorldDataset, render_bank
-from fashionchameleon.training import latents
+from fashionchameleon.training import codec_train, latents
 from fashionchameleon.training import trainer as trainer_mod
 
 V2 = [name for name, p in PRESETS.items() if p.world_version == 2]
@@ -37,6 +38,24 @@ def test_v1_presets_round_trip_unchanged_and_v2_keeps_its_world():
     assert Preset.from_dict(json.loads(json.dumps(tiny.to_dict()))) == tiny
     v2 = get_preset("tiny-v2-a")
     assert Preset.from_dict(json.loads(json.dumps(v2.to_dict()))) == v2
+
+
+def test_a_portrait_preset_on_world_1_is_refused_for_training_but_evaluates_on_crops():
+    v2 = get_preset("tiny-v2-a")
+    on_v1 = dataclasses.replace(v2, world_version=1)
+    assert on_v1.world_size == v2.resolution                # evaluation: the centre crop of a square
+    with pytest.raises(ValueError, match="world 2"):
+        on_v1.training_world()
+    assert v2.training_world() == (2, v2.resolution) and get_preset("tiny").training_world() == (1, 128)
+    with pytest.raises(SystemExit, match="world 2"):
+        codec_train.codec_world(on_v1)
+
+
+def test_the_trainer_refuses_a_portrait_preset_on_world_1(tmp_path):
+    args = _args(config="micro-v2", codec=tmp_path / "no-codec", run_dir=tmp_path / "run", steps=1, threads=1)
+    args.config = dataclasses.replace(get_preset("micro-v2"), world_version=1)
+    with pytest.raises(SystemExit, match="world 2"):
+        trainer_mod.run(args)
 
 
 @pytest.mark.parametrize("name", ["micro-v2", "tiny-v2-a", "tiny-v2-b"])

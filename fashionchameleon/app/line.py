@@ -176,9 +176,18 @@ class Controller:
     def stop_requested(self, run: Run) -> bool:
         return DirChannel(run.mailbox).stop_requested()
 
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.folder, ignore_errors=True)
+    def retire_folder(self) -> Path | None:
+        """Move the folder aside under a name no session has (a rename: instant, so it can happen under the
+        registry's lock); returns where it went, for removal after the lock is released."""
+        aside = self.folder.with_name(f"{self.folder.name}.expired-{uuid.uuid4().hex[:8]}")
+        try:
+            self.folder.rename(aside)
+        except FileNotFoundError:
+            return None
+        except OSError:       # cannot move it (another filesystem error): remove it in place, as before
+            shutil.rmtree(self.folder, ignore_errors=True)
+            return None
+        return aside
 
 
 class Controllers:
@@ -205,14 +214,19 @@ class Controllers:
                 continue
 
     def drop(self, key: str) -> None:
-        # closed and cleaned under the registry's lock: a new controller for the same key (the same folder)
-        # cannot create its run folder until the old one is removed
+        # closed and its folder moved aside under the registry's lock: a new controller for the same key (the
+        # same folder) cannot create its run folder before the old one is gone from that name; the slow removal
+        # happens after the lock is released
         with self._lock:
             c = self._by_key.pop(key, None)
-            if c is not None:
-                with c.lock:
-                    c.closed = True
-                c.cleanup()
+            if c is None:
+                return
+            with c.lock:
+                c.closed = True
+            c.stop()
+            aside = c.retire_folder()
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
 
     def expire(self, ttl: float, now: float | None = None) -> list[str]:
         """Drop the sessions whose last run ended more than ``ttl`` seconds ago (REST clients never close a
@@ -220,7 +234,7 @@ class Controllers:
         and its closing are decided together under its lock, so a run starting at the same moment is either
         seen (the session is kept) or refused (it starts in a fresh controller)."""
         now = time.time() if now is None else now
-        dropped = []
+        dropped, aside = [], []
         with self._lock:
             for k, c in list(self._by_key.items()):
                 with c.lock:
@@ -229,8 +243,11 @@ class Controllers:
                         continue
                     c.closed = True
                 del self._by_key[k]
-                shutil.rmtree(c.folder, ignore_errors=True)    # idle: no run uses it
+                aside.append(c.retire_folder())               # idle: no run uses it
                 dropped.append(k)
+        for folder in aside:                                  # removed outside the lock: other sessions go on
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
         return dropped
 
     def __len__(self) -> int:

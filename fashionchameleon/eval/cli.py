@@ -106,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
         from ..data import world_v2 as W2
 
         motions = W2.MOTIONS if args.world == 2 else W.MOTIONS
-        unknown = [m for m in motions if gen.model.config.prompt_vocab and m not in gen.model.config.prompt_vocab]
+        # a text-embedding model (no vocabulary) is prompted in words: any world's motions will do
+        unknown = gen.model.unknown_prompts(motions) if gen.model.config.prompt_vocab else []
         if unknown:
             print(f"error: world v{args.world}'s motions {', '.join(unknown)} are prompts this model does not know",
                   file=sys.stderr)

@@ -224,10 +224,14 @@ class WanDiT(nn.Module):
         _, ph, pw = self.config.patch_size
         return (height // ph) * (width // pw)
 
+    def unknown_prompts(self, prompts: list[str] | tuple[str, ...]) -> list[str]:
+        """The prompt names outside this model's vocabulary (all of them for a text-embedding model)."""
+        return [p for p in prompts if p not in self.config.prompt_vocab]
+
     def prompt_ids(self, prompts: list[str] | str) -> torch.Tensor:
         vocab = self.config.prompt_vocab
         prompts = [prompts] if isinstance(prompts, str) else prompts
-        bad = [p for p in prompts if p not in vocab]
+        bad = self.unknown_prompts(prompts)
         if bad:
             raise ValueError(f"prompt {bad[0]!r} is not one this model knows: {', '.join(vocab)}")
         return torch.tensor([vocab.index(p) for p in prompts], device=self.proj_out.weight.device)

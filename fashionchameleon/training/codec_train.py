@@ -118,7 +118,10 @@ def codec_world(preset: Preset) -> tuple[int, int | tuple[int, int]]:
     if preset.spatial_compression != 8 or preset.latent_channels != 16:
         raise SystemExit(f"error: the tiny codec has 16 channels at 8x; {preset.name} needs "
                          f"{preset.latent_channels} at {preset.spatial_compression}x")
-    return preset.world_version, preset.world_size
+    try:
+        return preset.training_world()
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def run(args: argparse.Namespace) -> int:

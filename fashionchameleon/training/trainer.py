@@ -305,14 +305,18 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     codec = load_codec(args.codec) if Path(args.codec).exists() else None
     preset = args.config if isinstance(args.config, Preset) else get_preset(args.config)
+    try:
+        world_version, world_size = preset.training_world()
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     if args.bank is not None:
         bank = LatentBank.load(args.bank)
     elif codec is None:
         raise SystemExit(f"error: no codec at {args.codec} (train it first: python -m fashionchameleon train-codec)")
     else:
         bank = build_or_load_bank(args.codec, codec.sha256, parse_seeds(args.train_seeds),
-                                  frames=1 + 4 * (preset.train_latent_frames - 1), size=preset.world_size,
-                                  version=preset.world_version)
+                                  frames=1 + 4 * (preset.train_latent_frames - 1), size=world_size,
+                                  version=world_version)
     if bank.video.shape[1] != preset.latent_channels:
         raise SystemExit(f"error: the bank holds {bank.video.shape[1]}-channel latents, {preset.name} needs "
                          f"{preset.latent_channels} (build it with `bank --config {preset.name}`)")
