@@ -11,12 +11,16 @@
 #   realbench real photos (scripts/make_realbench.py), no ground truth: fidelity, token grid, landing
 #   continue  (after the choice; not part of `all`) CHOSEN's teacher trained on from the pilot's hour for
 #             CONTINUE_STEPS more (a new cosine schedule at half the rate, as v1's continued teacher)
+#   continue-eval  the continued teacher on the pilot's SwitchBench and RealBench, paired with CHOSEN's pilot
+#             teacher (compare); the same commands as the pilot's
 #   student   (after the choice; not part of `all`) CHOSEN's block-causal student: in-context teacher forcing
 #             from its teacher (the continued one once it is exported), then gradient-reweighted DMD (real
 #             score: the same teacher), as v1 was trained
 # Everything lives under $PILOT (outside the repository); re-running the script resumes where it stopped.
 # Usage: bash scripts/pilot_v2.sh [codec|teachers|bench|eval|realbench|all]
 #        CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh continue; CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh student
+#        TEACHER=assets/checkpoints/teacher-v2 CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh student   (a fresh machine:
+#        the student from the committed teacher milestone)
 #        SMOKE=1 CANDIDATES=tiny-v2-a PILOT=/tmp/pilot-smoke bash scripts/pilot_v2.sh all   (a few steps each)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -125,9 +129,12 @@ if want realbench; then
       --threads "$THREADS" --out "$REPORTS/realbench-$c" --json > "$REPORTS/realbench-$c.json"
   done
 fi
-if [ "$what" = continue ] || [ "$what" = student ]; then
+if [ "$what" = continue ] || [ "$what" = continue-eval ] || [ "$what" = student ]; then
   [ -n "$CHOSEN" ] || { echo "$what: set CHOSEN to the pilot's choice (e.g. CHOSEN=tiny-v2-a)" >&2; exit 2; }
   teacher=$PILOT/teacher-$CHOSEN
+  # the student's teacher: TEACHER if given, else the continued one once exported, else the pilot's
+  [ "$what" = student ] && [ -f "$PILOT/teacher-$CHOSEN-continued/config.json" ] && teacher=$PILOT/teacher-$CHOSEN-continued
+  [ "$what" = student ] && [ -n "${TEACHER:-}" ] && teacher=$TEACHER
   [ -f "$teacher/config.json" ] || { echo "$what: no teacher at $teacher (run the teachers stage)" >&2; exit 2; }
 fi
 if [ "$what" = continue ]; then
@@ -135,8 +142,21 @@ if [ "$what" = continue ]; then
     --lr 2e-4 --warmup "$WARMUP" --run-dir "$PILOT/runs/teacher-$CHOSEN-continued" \
     --out "$PILOT/teacher-$CHOSEN-continued" --save-every 50 --sample-every 500
 fi
+if [ "$what" = continue-eval ]; then
+  t=$PILOT/teacher-$CHOSEN-continued
+  [ -f "$t/config.json" ] || { echo "continue-eval: no continued teacher at $t (run the continue stage)" >&2; exit 2; }
+  [ -d "$PILOT/realbench" ] || $PY scripts/make_realbench.py "$PILOT/realbench" $REAL_ARGS
+  $PY -m fashionchameleon eval --real "$PILOT/realbench" --checkpoint "$t" --codec "$CODEC" --threads "$THREADS" \
+    --out "$REPORTS/realbench-$CHOSEN-continued" --json > "$REPORTS/realbench-$CHOSEN-continued.json"
+  $PY -m fashionchameleon eval --checkpoint "$t" --codec "$CODEC" --with-teacher --teacher "$t" --variants full \
+    --protocols a --seeds "$EVAL_SEEDS" --cases "$EVAL_CASES" --threads "$THREADS" \
+    --out "$REPORTS/switchbench-$CHOSEN-continued" --json > "$REPORTS/switchbench-$CHOSEN-continued.json"
+  for bench in switchbench realbench; do   # paired by case: continued - pilot
+    $PY -m fashionchameleon compare "$REPORTS/$bench-$CHOSEN.json" "$REPORTS/$bench-$CHOSEN-continued.json" \
+      --variant teacher --json > "$REPORTS/compare-$bench-$CHOSEN-continued.json"
+  done
+fi
 if [ "$what" = student ]; then
-  [ -f "$PILOT/teacher-$CHOSEN-continued/config.json" ] && teacher=$PILOT/teacher-$CHOSEN-continued
   echo "student: teacher $teacher"
   # v1's recipe (MODEL_CARD): regression onto the teacher's trajectories first (a short full schedule: alone it
   # stays blurry), then GR-DMD, which sharpens, at v1's learning rates

@@ -14,6 +14,14 @@ def small_tiny_codec():
     return codec.eval()
 
 
+def small_tiny_codec_with_pixel_refinement():
+    from conftest import randomize_
+
+    codec = TinyCodec(TinyCodecConfig(width=16, enc_blocks=1, dec_blocks=1, pixel_width=4))
+    randomize_(codec, scale=0.06, seed=4)
+    return codec.eval()
+
+
 def small_wan_codec():
     from diffusers import AutoencoderKLWan
 
@@ -26,7 +34,8 @@ def small_wan_codec():
     return WanVAECodec(vae.eval())
 
 
-@pytest.mark.parametrize("make", [small_tiny_codec, small_wan_codec], ids=["tiny", "wan"])
+@pytest.mark.parametrize("make", [small_tiny_codec, small_tiny_codec_with_pixel_refinement, small_wan_codec],
+                         ids=["tiny", "tiny-pixel", "wan"])
 @torch.no_grad()
 def test_streaming_decode_equals_full_decode(make):
     codec = make()
@@ -103,3 +112,71 @@ def test_the_shipped_codec_reproduces_its_held_out_report(name):
 def test_video_length_must_be_one_plus_4k():
     with pytest.raises(ValueError, match="1 \\+ 4k"):
         small_tiny_codec().encode(torch.zeros(1, 3, 6, 16, 16))
+
+
+def test_a_tuned_decoder_keeps_the_latent_space_and_the_checkpoints_made_on_it(tmp_path):
+    """train-codec --tune-decoder: the encoder (so every latent) is bit-identical, the decoder changes, the
+    codec answers to its base's latent hash (banks and checkpoints made with the base stay valid), and a
+    file whose encoder was changed afterwards is refused."""
+    import argparse
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from fashionchameleon.data.datasets import render_bank
+    from fashionchameleon.model.loading import CheckpointError
+    from fashionchameleon.training import codec_train
+
+    base = small_tiny_codec()
+    base.save(tmp_path / "base")
+    base = TinyCodec.load(tmp_path / "base")
+    bank = tmp_path / "bank.npz"
+    render_bank(range(4), 9, size=32, workers=1, progress=False).save(bank)
+    p = argparse.ArgumentParser()
+    codec_train.add_arguments(p)
+    args = p.parse_args(["--tune-decoder", str(tmp_path / "base"), "--pixel-width", "4", "--bank", str(bank),
+                         "--steps", "3", "--batch", "2", "--lr", "1e-2", "--threads", "1",
+                         "--eval-seeds", "500000-500000", "--run-dir", str(tmp_path / "run"),
+                         "--out", str(tmp_path / "tuned")])
+    assert codec_train.run(args) == 0
+    tuned = TinyCodec.load(tmp_path / "tuned")
+    assert tuned.config.pixel_width == 4 and tuned.tuned_from == base.sha256
+    assert tuned.latent_sha256 == base.latent_sha256 and tuned.sha256 != base.sha256
+    video = torch.rand(1, 3, 9, 32, 32, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    with torch.no_grad():
+        z = base.encode(video)
+        assert torch.equal(tuned.encode(video), z)
+        assert (tuned.decode(z) - base.decode(z)).abs().max() > 1e-3       # the decoder did train
+    meta = json.loads((tmp_path / "tuned" / "config.json").read_text())
+    assert meta["latent_sha256"] == base.sha256 and json.loads((tmp_path / "tuned" / "report.json").read_text())[
+        "latent_sha256"] == base.sha256
+    # tampering with the encoder breaks the claim
+    state = load_file(str(tmp_path / "tuned" / "codec.safetensors"))
+    state["enc_proj.bias"] = state["enc_proj.bias"] + 1
+    save_file(state, str(tmp_path / "tuned" / "codec.safetensors"))
+    with pytest.raises(CheckpointError, match="encoder"):
+        TinyCodec.load(tmp_path / "tuned")
+    # a tuned decoder is not tuned again (its base is the one to tune)
+    args.tune_decoder, args.out = tmp_path / "tuned", tmp_path / "again"
+    meta_ok = TinyCodec.load(tmp_path / "base")
+    meta_ok.tuned_from = "x" * 64
+    meta_ok.save(tmp_path / "tuned")
+    with pytest.raises(SystemExit, match="already a tuned decoder"):
+        codec_train.run(args)
+
+
+def test_a_generator_accepts_a_tuned_decoder_for_a_checkpoint_of_its_base(micro_assets, tmp_path):
+    from fashionchameleon.streaming.generator import StreamingGenerator
+
+    model_dir, codec_dir = micro_assets
+    tuned = TinyCodec(TinyCodecConfig(**{**TinyCodec.load(codec_dir).config.to_dict(), "pixel_width": 4}))
+    base = TinyCodec.load(codec_dir)
+    tuned.load_state_dict(base.state_dict(), strict=False)
+    tuned.tuned_from = base.sha256
+    tuned.save(tmp_path / "tuned")
+    gen = StreamingGenerator.from_pretrained(model_dir, tmp_path / "tuned")
+    assert gen.codec.config.pixel_width == 4
+    other = TinyCodec(base.config)                      # another latent space: refused
+    other.save(tmp_path / "other")
+    with pytest.raises(ValueError, match="trained on codec"):
+        StreamingGenerator.from_pretrained(model_dir, tmp_path / "other")

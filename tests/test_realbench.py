@@ -115,9 +115,16 @@ def test_run_realbench_on_micro(micro_generator, tmp_path):
         assert c["landing_gain"] == pytest.approx(c["landing_before"] - c["landing_after"])
         assert c["landed"] == (c["landing_gain"] >= RB.LANDED_DE)
         assert c["grid_visibility"] > 0 and c["grid_visibility_codec"] > 0
+        assert c["grid_photo"] > 0 and c["grid_codec_roundtrip"] > 0
         sheet = np.asarray(Image.open(c["sheet"]))
         assert sheet.shape[0] == 32 and sheet.shape[1] > 32 * 10
-    assert out["token_px"] == 16 and out["codec_px"] == 8
+    assert out["token_px"] == 16 and out["codec_px"] == 8 and out["codec_sha256"] == micro_generator.codec.sha256
+    # the per-photo scale: the photo itself and its codec round trip (one value per person, in every case)
+    person = micro_generator.person_image(np.asarray(Image.open(tmp_path / "person_x.png").convert("RGB")))
+    assert cases[0]["grid_photo"] == pytest.approx(RB.grid_visibility(person[None], 16))
+    roundtrip = RB.codec_roundtrip(micro_generator, person)
+    assert roundtrip.shape == person.shape and roundtrip.dtype == np.uint8
+    assert cases[0]["grid_codec_roundtrip"] == pytest.approx(RB.grid_visibility(roundtrip[None], 16))
     assert out["means"]["fidelity_ssim"] == pytest.approx(np.mean([c["fidelity_ssim"] for c in cases]))
     assert out["means"]["landing"] == pytest.approx(np.mean([c["landing_gain"] for c in cases]))
 
@@ -134,7 +141,7 @@ def test_cli_json_contract(micro_assets, tmp_path):
     assert len(lines) == 1
     out = json.loads(lines[0])
     assert set(out["means"]) >= {"fidelity_ssim", "fidelity_psnr", "fidelity_ratio", "grid_visibility",
-                                 "grid_visibility_codec", "landing"}
+                                 "grid_visibility_codec", "grid_photo", "grid_codec_roundtrip", "landing"}
     assert len(out["cases"]) == 2 and out["landed"].endswith("/2")
     assert json.loads((tmp_path / "out" / "realbench.json").read_text())["cases"][0]["person"] == "x.png"
     bad = subprocess.run([sys.executable, "-m", "fashionchameleon", "eval", "--real", str(tmp_path / "nope"),

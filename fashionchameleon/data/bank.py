@@ -311,7 +311,7 @@ def build_bank(job: BankJob, *, progress: bool = True, log=None, _max_shards: in
     codec_name = job.codec or default_codec(preset)
     codec = open_codec(codec_name, preset, job.device)
     fingerprint = {"csv_sha256": _sha256(job.csv), "root": str(job.root.resolve()), "config": preset.name,
-                   "frames": frames, "fps": preset.fps, "caption": job.caption, "codec_sha256": codec.sha256,
+                   "frames": frames, "fps": preset.fps, "caption": job.caption, "codec_sha256": codec.latent_sha256,
                    "text_encoder": str(job.text_encoder) if job.text_encoder else "", "shard_size": job.shard_size}
     parts = job.out.with_name(job.out.name + ".parts")
     job_file = parts / "job.json"

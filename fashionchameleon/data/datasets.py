@@ -184,7 +184,7 @@ class WorldDataset(torch.utils.data.Dataset):
         self.num_frames, self.size, self.codec, self.version = num_frames, size, codec, version
         self.cache = None
         if codec is not None and cache_dir is not None:
-            self.cache = Path(cache_dir) / codec.sha256[:16]
+            self.cache = Path(cache_dir) / codec.latent_sha256[:16]
             self.cache.mkdir(parents=True, exist_ok=True)
 
     @classmethod

@@ -25,7 +25,7 @@ from . import metrics as M
 
 LONG_METRICS = ("drift_ratio", "motion_min", "identity_drift")
 REALBENCH_METRICS = ("fidelity_ssim", "fidelity_psnr", "fidelity_ratio", "ref_ssim_late", "grid_visibility",
-                     "grid_visibility_codec", "landing_gain")
+                     "grid_visibility_codec", "grid_codec_roundtrip", "landing_gain")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

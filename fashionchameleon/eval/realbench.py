@@ -20,15 +20,17 @@ Cases: every person x every garment, switching mid-stream to the next garment in
   ``fidelity_ratio`` = late / early (1.0 = no decay); ``fidelity_curve``: SSIM against the photo per block;
 - token-grid visibility: mean |gradient| across the lines of the token grid (spatial compression x patch
   size) over the mean |gradient| elsewhere, on the late frames (1.0 = invisible); ``grid_visibility_codec``
-  is the same on the codec's block grid (spatial compression);
+  is the same on the codec's block grid (spatial compression); for scale, ``grid_photo`` is the token-grid
+  visibility of the fitted photo itself (the floor) and ``grid_codec_roundtrip`` that of the photo encoded
+  and decoded by the codec alone (what the codec adds before the model draws anything);
 - garment landing: CIELAB distance (dE76) of the torso's mean colour to the new garment's median colour, in the
   block before the switch (``landing_before``) and the late frames (``landing_after``); ``landing_gain`` =
   before - after; ``landed`` when the gain is at least ``LANDED_DE`` (a clearly visible change);
 - with ``--out``: one contact sheet PNG per case (inputs, then frames across the stream).
 
 JSON (one line on stdout): ``cases``, ``means`` (fidelity_ssim, fidelity_psnr, fidelity_ratio,
-grid_visibility, grid_visibility_codec, landing, landing_before, landing_after), ``landed`` ("k/n"),
-``checkpoint_sha``, ``resolution``, ``token_px``, ``codec_px``, ``frames``, ``switch_at``, ``seconds``.
+grid_visibility, grid_visibility_codec, grid_photo, grid_codec_roundtrip, landing, landing_before,
+landing_after), ``landed`` ("k/n"), ``checkpoint_sha``, ``codec_sha256``, ``resolution``, ``token_px``, ``codec_px``, ``frames``, ``switch_at``, ``seconds``.
 """
 
 from __future__ import annotations
@@ -187,6 +189,15 @@ def grid_sizes(gen) -> tuple[int, int]:
     return sc * gen.model.config.patch_size[1], sc
 
 
+def codec_roundtrip(gen, person: np.ndarray) -> np.ndarray:
+    """The photo through the codec alone (encode, decode), as uint8 (H, W, 3)."""
+    import torch
+
+    with torch.no_grad():
+        frame = gen.codec.decode(gen.encode_image(person).float())[0, :, 0].cpu()
+    return ((frame.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+
+
 def stream_case(gen, person: np.ndarray, garment_a: np.ndarray, garment_b: np.ndarray,
                 cfg: RealBenchConfig) -> tuple[np.ndarray, int, int]:
     """Stream ``cfg.frames`` frames of ``person`` in ``garment_a``, posting a switch to ``garment_b`` once
@@ -266,13 +277,15 @@ def run_realbench(gen, root: Path, cfg: RealBenchConfig = RealBenchConfig(), out
         photo = load_image(p, f"person image {p.name}")
         person = gen.person_image(photo)
         box = torso_box(p, photo.shape[:2], gen.resolution)
+        grids = {"grid_photo": grid_visibility(person[None], token_px),
+                 "grid_codec_roundtrip": grid_visibility(codec_roundtrip(gen, person)[None], token_px)}
         for k, ga in enumerate(garments):
             gb = garments[(k + 1) % len(garments)]
             img_a, img_b = gen.garment_image(ga), gen.garment_image(gb)
             video, switch_frame, first_block = stream_case(gen, person, img_a, img_b, cfg)
             m = case_metrics(video, person, img_b, box, switch_frame, cfg, (token_px, codec_px), early=first_block)
             case = {"person": p.name, "garment": ga.name, "switch_to": gb.name, "switch_frame": switch_frame,
-                    "torso_box": list(box), **m}
+                    "torso_box": list(box), **m, **grids}
             if out is not None:
                 sheet = Path(out) / f"case_{len(cases):02d}_{p.stem}_{ga.stem}_to_{gb.stem}.png"
                 contact_sheet(sheet, person, img_a, img_b, video, switch_frame, cfg.sheet_frames)
@@ -288,11 +301,12 @@ def run_realbench(gen, root: Path, cfg: RealBenchConfig = RealBenchConfig(), out
         return float(np.mean(vals)) if vals else float("nan")
 
     means = {k: mean(k) for k in ("fidelity_ssim", "fidelity_psnr", "fidelity_ratio", "ref_ssim_early",
-                                  "ref_ssim_late", "grid_visibility", "grid_visibility_codec", "landing_before",
-                                  "landing_after")}
+                                  "ref_ssim_late", "grid_visibility", "grid_visibility_codec", "grid_photo",
+                                  "grid_codec_roundtrip", "landing_before", "landing_after")}
     means["landing"] = mean("landing_gain")
     return {"cases": cases, "means": means, "landed": f"{sum(c['landed'] for c in cases)}/{len(cases)}",
             "persons": len(persons), "garments": len(garments), "checkpoint_sha": gen.checkpoint_sha,
+            "codec_sha256": gen.codec.sha256,
             "resolution": list(gen.resolution), "token_px": token_px, "codec_px": codec_px, "frames": cfg.frames,
             "switch_at": cfg.switch_at, "late": cfg.late, "landed_de": LANDED_DE,
             "seconds": round(time.time() - t0, 1)}

@@ -60,6 +60,12 @@ class LatentCodec:
         """(b, 3, H, W) in [-1, 1] -> (b, C, 1, h, w): an image as the first latent of a 1-frame video."""
         return self.encode(image[:, :, None])
 
+    @property
+    def latent_sha256(self) -> str:
+        """Identifies the latent space (what checkpoints and latent banks depend on): the codec's own hash,
+        or, for a decoder fine-tuned with the encoder frozen, the hash of the codec it was tuned from."""
+        return self.sha256
+
     def stream_decoder(self) -> StreamDecoder:
         raise NotImplementedError
 
@@ -88,9 +94,13 @@ class TinyCodecConfig:
     width: int = 128             # channels of the convolutional refinements (at latent resolution)
     enc_blocks: int = 2
     dec_blocks: int = 3
+    pixel_width: int = 0         # channels of a full-resolution refinement after the patch decoder (0: none)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not self.pixel_width:     # codecs without it keep their config.json as it was
+            del d["pixel_width"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "TinyCodecConfig":
@@ -105,6 +115,20 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv2(F.silu(self.conv1(F.silu(x))))
+
+
+ENCODER_PREFIXES = ("enc_", "latent_")
+ENCODER_TENSORS = ("dec_proj.bias",)   # the patch mean: the encoder subtracts it too
+GRID_PERIOD = 16   # px: the token grid of a 2x2-patch model on an 8x codec (the codec's own 8-px grid divides it)
+
+
+def grid_phase(h: int, w: int, device=None, dtype=None) -> torch.Tensor:
+    """(1, 4, h, w): sine and cosine of the position within the 16-px grid, rows then columns. They tell a
+    convolution where block seams fall, which it could not know from pixels alone (it is shift-invariant)."""
+    ang = [2 * torch.pi * torch.arange(n, device=device, dtype=torch.float32) / GRID_PERIOD for n in (h, w)]
+    y = torch.stack([ang[0].sin(), ang[0].cos()])[:, :, None].expand(2, h, w)
+    x = torch.stack([ang[1].sin(), ang[1].cos()])[:, None, :].expand(2, h, w)
+    return torch.cat([y, x])[None].to(dtype or torch.float32)
 
 
 def _refiner(c_in: int, width: int, blocks: int, c_out: int) -> nn.Sequential:
@@ -136,6 +160,17 @@ class TinyCodec(nn.Module, LatentCodec):
         self.enc_refine = _refiner(d, config.width, config.enc_blocks, config.latent_channels)
         self.dec_proj = nn.Conv2d(config.latent_channels, d, 1)
         self.dec_refine = _refiner(2 * config.latent_channels, config.width, config.dec_blocks, d)
+        # a small per-frame convolution over the decoded pixels: the patch decoder writes each 8x8 block on its
+        # own, and this smooths the seams between blocks (and the model's 16-px tokens). Per frame, so
+        # streaming needs no extra state. Zero-initialised: adding it changes nothing until it is trained.
+        self.dec_pixel = (nn.Sequential(nn.Conv2d(3 + 4, config.pixel_width, 3, padding=1), nn.SiLU(),
+                                        nn.Conv2d(config.pixel_width, config.pixel_width, 3, padding=1), nn.SiLU(),
+                                        nn.Conv2d(config.pixel_width, 3, 3, padding=1))
+                          if config.pixel_width else None)
+        if self.dec_pixel is not None:
+            nn.init.zeros_(self.dec_pixel[-1].weight)
+            nn.init.zeros_(self.dec_pixel[-1].bias)
+        self.tuned_from: str | None = None      # see latent_sha256
         self.register_buffer("latent_mean", torch.zeros(config.latent_channels))
         self.register_buffer("latent_std", torch.ones(config.latent_channels))
 
@@ -194,6 +229,12 @@ class TinyCodec(nn.Module, LatentCodec):
         flat, prev = zs.flatten(0, 1), prev.flatten(0, 1)
         groups = self.dec_proj(flat) + self.dec_refine(torch.cat([flat, prev], 1))
         frames = self.from_groups(groups.view(b, n, -1, h, w))
+        if self.dec_pixel is not None:
+            t = frames.shape[2]
+            flat = frames.transpose(1, 2).flatten(0, 1)                    # (b*t, 3, H, W)
+            phase = grid_phase(*flat.shape[-2:], flat.device, flat.dtype).expand(len(flat), -1, -1, -1)
+            flat = flat + self.dec_pixel(torch.cat([flat, phase], 1))
+            frames = flat.view(b, t, 3, *flat.shape[-2:]).transpose(1, 2)
         if first:
             frames = frames[:, :, TEMPORAL - 1:]                         # latent 0 is a single frame
         return frames, [zs[:, -1:]]
@@ -204,6 +245,15 @@ class TinyCodec(nn.Module, LatentCodec):
     @property
     def sha256(self) -> str:
         return state_sha256(self.state_dict())
+
+    def encoder_state(self) -> dict[str, torch.Tensor]:
+        """Everything ``encode`` depends on: the encoder, the latent normalisation and the patch mean (the
+        decoder's ``dec_proj.bias``, which the encoder subtracts)."""
+        return {k: v for k, v in self.state_dict().items() if k in ENCODER_TENSORS or k.startswith(ENCODER_PREFIXES)}
+
+    @property
+    def latent_sha256(self) -> str:
+        return self.tuned_from or self.sha256
 
     # -- files ------------------------------------------------------------------------------------------------
     def save(self, folder: str | os.PathLike, extra: dict | None = None) -> Path:
@@ -217,6 +267,9 @@ class TinyCodec(nn.Module, LatentCodec):
         os.replace(folder / "codec.safetensors.tmp", folder / "codec.safetensors")
         meta = {"codec": "tiny", "config": self.config.to_dict(),
                 "sha256": state_sha256({k: v.float() for k, v in state.items()}), **(extra or {})}
+        if self.tuned_from:   # the latent space it keeps, and the encoder that proves it (checked at load)
+            enc = {k: v.float() for k, v in state.items() if k in ENCODER_TENSORS or k.startswith(ENCODER_PREFIXES)}
+            meta.update(latent_sha256=self.tuned_from, encoder_sha256=state_sha256(enc))
         (folder / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
         return folder
 
@@ -231,6 +284,11 @@ class TinyCodec(nn.Module, LatentCodec):
         meta = json.loads(cfg_file.read_text())
         codec = cls(TinyCodecConfig.from_dict(meta["config"]))
         load_state_checked(codec, read_tensors(folder / "codec.safetensors"), str(folder))
+        if meta.get("latent_sha256"):
+            if state_sha256(codec.encoder_state()) != meta.get("encoder_sha256"):
+                raise CheckpointError(f"{folder}: its encoder is not the one whose latent space it claims "
+                                      f"({meta['latent_sha256'][:12]}): the file was changed after tuning")
+            codec.tuned_from = meta["latent_sha256"]
         return codec.to(device).eval()
 
 

@@ -86,9 +86,10 @@ class StreamingGenerator:
 
         model, preset, meta = load_checkpoint(checkpoint, device=device, dtype=dtype)
         codec_obj = load_codec(codec or DEFAULT_CODEC, device=device)
-        if meta.get("codec_sha256") and meta["codec_sha256"] != codec_obj.sha256:
+        # the latent space must match; a decoder tuned later (encoder frozen) keeps it
+        if meta.get("codec_sha256") and meta["codec_sha256"] != codec_obj.latent_sha256:
             raise ValueError(f"{checkpoint} was trained on codec {meta['codec_sha256'][:12]}, "
-                             f"but {codec or DEFAULT_CODEC} is {codec_obj.sha256[:12]}")
+                             f"but {codec or DEFAULT_CODEC} is {codec_obj.latent_sha256[:12]}")
         from ..model.codec import state_sha256
 
         return cls(model, codec_obj, preset, device=device, checkpoint_sha=state_sha256(model.state_dict()))

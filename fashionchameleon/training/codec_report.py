@@ -55,7 +55,7 @@ def codec_report(codec, seeds: str | list[int], out: Path | None = None, num_fra
         "psnr_group_first_frame": _psnr(float(np.mean(first_mse))),
         "psnr_group_last_frame": _psnr(float(np.mean(last_mse))),
         "compression_ratio": ratio,
-        "codec_sha256": codec.sha256,
+        "codec_sha256": codec.sha256, "latent_sha256": codec.latent_sha256,
     }
     if out is not None:
         from PIL import Image

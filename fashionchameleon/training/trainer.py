@@ -285,7 +285,7 @@ class Trainer:
             from .lora import merge_lora
 
             model = merge_lora(copy.deepcopy(model))
-        codec_sha = load_codec(self.args.codec).sha256 if Path(self.args.codec).exists() else None
+        codec_sha = load_codec(self.args.codec).latent_sha256 if Path(self.args.codec).exists() else None
         small = bool(self.preset.model.prompt_vocab)     # the tiny family (tiny, micro, tiny-v2-*): fp16, small shards
         save_checkpoint(folder, model, self.preset, dtype=torch.float16 if small else None,
                         max_shard_mb=9.0 if small else None,
@@ -314,7 +314,7 @@ def run(args: argparse.Namespace) -> int:
     elif codec is None:
         raise SystemExit(f"error: no codec at {args.codec} (train it first: python -m fashionchameleon train-codec)")
     else:
-        bank = build_or_load_bank(args.codec, codec.sha256, parse_seeds(args.train_seeds),
+        bank = build_or_load_bank(args.codec, codec.latent_sha256, parse_seeds(args.train_seeds),
                                   frames=1 + 4 * (preset.train_latent_frames - 1), size=world_size,
                                   version=world_version)
     if bank.video.shape[1] != preset.latent_channels:
