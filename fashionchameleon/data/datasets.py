@@ -81,15 +81,20 @@ def render_bank(seeds, num_frames: int, size: Size = 128, workers: int = 2, trai
                 np.stack([r[2] for r in results]), [r[3] for r in results])
 
 
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    # torch refuses to share memory with a read-only array (a memory-mapped bank): copy only then
+    a = np.ascontiguousarray(a)
+    return torch.from_numpy(a if a.flags.writeable else a.copy())
+
+
 def to_tensor_video(frames: np.ndarray) -> torch.Tensor:
     """uint8 (..., T, H, W, 3) -> float (..., 3, T, H, W) in [-1, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).float().div(127.5).sub(1.0)
-    return x.movedim(-1, -4)
+    return _tensor(frames).float().div(127.5).sub(1.0).movedim(-1, -4)
 
 
 def to_tensor_image(images: np.ndarray) -> torch.Tensor:
     """uint8 (..., H, W, 3) -> float (..., 3, H, W) in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).float().div(127.5).sub(1.0).movedim(-1, -3)
+    return _tensor(images).float().div(127.5).sub(1.0).movedim(-1, -3)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

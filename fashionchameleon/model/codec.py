@@ -117,8 +117,12 @@ class ResBlock(nn.Module):
         return x + self.conv2(F.silu(self.conv1(F.silu(x))))
 
 
-ENCODER_PREFIXES = ("enc_", "latent_")
-ENCODER_TENSORS = ("dec_proj.bias",)   # the patch mean: the encoder subtracts it too
+def is_encoder_tensor(name: str) -> bool:
+    """Whether ``encode`` depends on this tensor: the encoder, the latent normalisation, and the patch mean
+    (the decoder's ``dec_proj.bias``, which the encoder subtracts too)."""
+    return name.startswith(("enc_", "latent_")) or name == "dec_proj.bias"
+
+
 GRID_PERIOD = 16   # px: the token grid of a 2x2-patch model on an 8x codec (the codec's own 8-px grid divides it)
 
 
@@ -247,9 +251,8 @@ class TinyCodec(nn.Module, LatentCodec):
         return state_sha256(self.state_dict())
 
     def encoder_state(self) -> dict[str, torch.Tensor]:
-        """Everything ``encode`` depends on: the encoder, the latent normalisation and the patch mean (the
-        decoder's ``dec_proj.bias``, which the encoder subtracts)."""
-        return {k: v for k, v in self.state_dict().items() if k in ENCODER_TENSORS or k.startswith(ENCODER_PREFIXES)}
+        """Everything ``encode`` depends on (``is_encoder_tensor``)."""
+        return {k: v for k, v in self.state_dict().items() if is_encoder_tensor(k)}
 
     @property
     def latent_sha256(self) -> str:
@@ -268,7 +271,7 @@ class TinyCodec(nn.Module, LatentCodec):
         meta = {"codec": "tiny", "config": self.config.to_dict(),
                 "sha256": state_sha256({k: v.float() for k, v in state.items()}), **(extra or {})}
         if self.tuned_from:   # the latent space it keeps, and the encoder that proves it (checked at load)
-            enc = {k: v.float() for k, v in state.items() if k in ENCODER_TENSORS or k.startswith(ENCODER_PREFIXES)}
+            enc = {k: v.float() for k, v in state.items() if is_encoder_tensor(k)}
             meta.update(latent_sha256=self.tuned_from, encoder_sha256=state_sha256(enc))
         (folder / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
         return folder
