@@ -156,6 +156,14 @@ def test_a_tuned_decoder_keeps_the_latent_space_and_the_checkpoints_made_on_it(t
     save_file(state, str(tmp_path / "tuned" / "codec.safetensors"))
     with pytest.raises(CheckpointError, match="encoder"):
         TinyCodec.load(tmp_path / "tuned")
+    # a bank holding held-out seeds is refused, wherever it was made
+    from fashionchameleon.data.datasets import HeldOutSeedError
+    held = tmp_path / "held.npz"
+    render_bank([500_000], 9, size=32, workers=1, training=False, progress=False).save(held)
+    args.bank, args.out = held, tmp_path / "held-out"
+    with pytest.raises(HeldOutSeedError):
+        codec_train.run(args)
+    args.bank = bank
     # a tuned decoder is not tuned again (its base is the one to tune)
     args.tune_decoder, args.out = tmp_path / "tuned", tmp_path / "again"
     meta_ok = TinyCodec.load(tmp_path / "base")

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import Preset, get_preset
-from ..data.datasets import Bank, render_bank, to_tensor_image, to_tensor_video
+from ..data.datasets import Bank, check_training_seeds, render_bank, to_tensor_image, to_tensor_video
 from ..model.codec import TinyCodec
 from .runstate import (append_log, default_run_dir, load_run_state, plot_curves, read_log, save_run_state,
                        step_generator, step_rng, truncate_log)
@@ -193,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.bank.is_file():
             raise SystemExit(f"error: --bank {args.bank}: no such file")
         bank = Bank.load(args.bank)
+        check_training_seeds(bank.seeds)      # a bank made elsewhere may hold held-out seeds: refused
     elif bank_path.exists():
         bank = Bank.load(bank_path)
     else:
