@@ -126,13 +126,11 @@ def codec_loss(codec, video: torch.Tensor, images: torch.Tensor, gen: torch.Gene
                tune_decoder: bool = False, token_scale: float = 0.0) -> tuple[torch.Tensor, dict]:
     total, logs = 0.0, {}
     for name, x in (("video", video), ("image", images[:, :, None])):
-        if tune_decoder:
-            with torch.no_grad():
-                z = codec.encode_raw(x)
-            noisy = z + 0.03 * z.std() * torch.randn(z.shape, generator=gen) + token_noise(z, token_scale, gen)
-        else:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not tune_decoder):   # a frozen encoder
             z = codec.encode_raw(x)
-            noisy = z + 0.03 * z.detach().std() * torch.randn(z.shape, generator=gen)
+        noisy = z + 0.03 * z.detach().std() * torch.randn(z.shape, generator=gen)
+        if tune_decoder:
+            noisy = noisy + token_noise(z, token_scale, gen)
         rec = codec.decode_raw(noisy, None, True)[0]
         mse = F.mse_loss(rec, x)
         total = total + mse + 0.5 * F.l1_loss(rec, x) + (0.0 if tune_decoder else 1e-4 * z.pow(2).mean())
