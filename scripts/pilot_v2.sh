@@ -16,9 +16,13 @@
 #   student   (after the choice; not part of `all`) CHOSEN's block-causal student: in-context teacher forcing
 #             from its teacher (the continued one once it is exported), then gradient-reweighted DMD (real
 #             score: the same teacher), as v1 was trained
+#   student-eval  the student: SwitchBench on held-out world-v2 seeds (the rescheduler and its ablations) and
+#             on world-v1 seeds paired with the shipped v1 student, RealBench paired with v1, 1,000-frame runs,
+#             then bench (run it on an idle machine)
 # Everything lives under $PILOT (outside the repository); re-running the script resumes where it stopped.
 # Usage: bash scripts/pilot_v2.sh [codec|teachers|bench|eval|realbench|all]
 #        CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh continue; CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh student
+#        CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh student-eval
 #        TEACHER=assets/checkpoints/teacher-v2 CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh student   (a fresh machine:
 #        the student from the committed teacher milestone)
 #        SMOKE=1 CANDIDATES=tiny-v2-a PILOT=/tmp/pilot-smoke bash scripts/pilot_v2.sh all   (a few steps each)
@@ -37,6 +41,8 @@ CODEC_STEPS=${CODEC_STEPS:-3000}
 CODEC_CLIPS=${CODEC_CLIPS:-1200}
 BATCH=${BATCH:-8}
 EVAL_CASES=${EVAL_CASES:-16}
+LONG_CASES=${LONG_CASES:-4}
+LONG_FRAMES=${LONG_FRAMES:-1000}
 REAL_ARGS=${REAL_ARGS:-}
 BENCH_BLOCKS=${BENCH_BLOCKS:-60}
 BENCH_ARGS=${BENCH_ARGS:-}
@@ -50,7 +56,7 @@ DMD_WARMUP=${DMD_WARMUP:-25}
 CODEC_EVAL_SEEDS=${CODEC_EVAL_SEEDS:-500000-500031}
 if [ "${SMOKE:-0}" = 1 ]; then   # proves the commands run: a few steps, a few clips, one case
   TRAIN_SEEDS=0-7; CALIB_SEEDS=0-7; TEACHER_SECONDS=2; CALIB_STEPS=2; CODEC_STEPS=2; CODEC_CLIPS=8; BATCH=2; EVAL_CASES=1
-  FORCING_STEPS=2; DMD_STEPS=2; CONTINUE_STEPS=2; DMD_BATCH=2; WARMUP=1; DMD_WARMUP=1; CODEC_EVAL_SEEDS=500000-500001
+  LONG_CASES=1; LONG_FRAMES=100; FORCING_STEPS=2; DMD_STEPS=2; CONTINUE_STEPS=2; DMD_BATCH=2; WARMUP=1; DMD_WARMUP=1; CODEC_EVAL_SEEDS=500000-500001
   REAL_ARGS="--persons astronaut --garments 2"; BENCH_BLOCKS=32; BENCH_ARGS=--no-teacher
 fi
 CODEC=${CODEC:-assets/checkpoints/codec-v2}    # the committed world-v2 codec (stage `codec` trains it when absent)
@@ -168,5 +174,37 @@ if [ "$what" = student ]; then
     --batch "$DMD_BATCH" --lr 5e-5 --critic-lr 1e-4 --tau 0.2 \
     --warmup "$DMD_WARMUP" --run-dir "$PILOT/runs/dmd-$CHOSEN" \
     --out "$PILOT/student-$CHOSEN" --save-every 25 --sample-every 0
+fi
+if [ "$what" = student-eval ]; then
+  [ -n "$CHOSEN" ] || { echo "$what: set CHOSEN to the pilot's choice (e.g. CHOSEN=tiny-v2-a)" >&2; exit 2; }
+  s=$PILOT/student-$CHOSEN
+  [ -f "$s/config.json" ] || { echo "student-eval: no student at $s (run the student stage)" >&2; exit 2; }
+  ablations=full,paper,no_refresh,no_withdraw,no_disentangle,naive,restart
+  # held-out world-v2 seeds: the rescheduler and its ablations, paired rows (v1 cannot run here: world v2's
+  # motions are prompts it does not know)
+  $PY -m fashionchameleon eval --checkpoint "$s" --codec "$CODEC" --variants "$ablations" --protocols a \
+    --seeds "$EVAL_SEEDS" --cases "$EVAL_CASES" --threads "$THREADS" \
+    --out "$REPORTS/switchbench-student-$CHOSEN" --json > "$REPORTS/switchbench-student-$CHOSEN.json"
+  # world-v1 seeds (v1's framing, centre-cropped to the student's portrait): paired with the shipped v1 student
+  # on the same seeds (reports/switchbench.json)
+  $PY -m fashionchameleon eval --checkpoint "$s" --codec "$CODEC" --world 1 --variants "$ablations" --protocols a \
+    --seeds "$EVAL_SEEDS" --cases "$EVAL_CASES" --threads "$THREADS" \
+    --out "$REPORTS/switchbench-student-$CHOSEN-world1" --json > "$REPORTS/switchbench-student-$CHOSEN-world1.json"
+  $PY -m fashionchameleon compare reports/switchbench.json "$REPORTS/switchbench-student-$CHOSEN-world1.json" \
+    --json > "$REPORTS/compare-switchbench-world1-v1-student-$CHOSEN.json"
+  # real photos, paired with v1 case by case
+  [ -d "$PILOT/realbench" ] || $PY scripts/make_realbench.py "$PILOT/realbench" $REAL_ARGS
+  $PY -m fashionchameleon eval --real "$PILOT/realbench" --checkpoint "$s" --codec "$CODEC" --threads "$THREADS" \
+    --out "$REPORTS/realbench-student-$CHOSEN" --json > "$REPORTS/realbench-student-$CHOSEN.json"
+  $PY -m fashionchameleon compare reports/pilot-v2/realbench-v1.json "$REPORTS/realbench-student-$CHOSEN.json" \
+    --json > "$REPORTS/compare-realbench-v1-student-$CHOSEN.json"
+  # 1,000-frame runs and ten switches in a row (the weakest motion window), on the first LONG_CASES seeds
+  $PY -m fashionchameleon eval --checkpoint "$s" --codec "$CODEC" --variants full --protocols a --long \
+    --long-frames "$LONG_FRAMES" --seeds "$EVAL_SEEDS" --cases "$LONG_CASES" --threads "$THREADS" \
+    --out "$REPORTS/switchbench-student-$CHOSEN-long" --json > "$REPORTS/switchbench-student-$CHOSEN-long.json"
+  # speed last, and only on an idle machine: end-to-end fps and the teacher's slowdown (same shape: the teacher
+  # row runs the same network bidirectionally)
+  $PY -m fashionchameleon bench --checkpoint "$s" --codec-folder "$CODEC" --config "$CHOSEN" \
+    --blocks "$BENCH_BLOCKS" --threads "$THREADS" $BENCH_ARGS --json > "$REPORTS/bench-student-$CHOSEN.json"
 fi
 echo "pilot outputs: $REPORTS"

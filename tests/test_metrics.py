@@ -17,6 +17,19 @@ def test_ciede2000_matches_scikit_image():
     assert M.ciede2000(M.rgb_to_lab(a), M.rgb_to_lab(a)).max() < 1e-9
 
 
+def test_palette_distance_in_chunks_is_the_nearest_colour(monkeypatch):
+    """The chunked palette distance (bounded memory on 1,000-frame runs) equals the brute-force minimum over
+    the palette, chunk boundaries included (7 pixel rows a chunk here, 100 pixels)."""
+    rng = np.random.default_rng(1)
+    pixels = M.rgb_to_lab(rng.integers(0, 256, (100, 3)))
+    palette = [tuple(c) for c in rng.integers(0, 256, (5, 3))]
+    brute = np.stack([M.ciede2000(pixels, M.rgb_to_lab(np.array([c]))[0]) for c in palette]).min(0)
+    monkeypatch.setattr(M, "PALETTE_CHUNK", 36)
+    np.testing.assert_allclose(M.palette_distance(pixels, palette), brute, rtol=0, atol=1e-12)
+    monkeypatch.setattr(M, "PALETTE_CHUNK", 1)   # fewer pairs than colours: still a pixel a chunk
+    np.testing.assert_allclose(M.palette_distance(pixels, palette), brute, rtol=0, atol=1e-12)
+
+
 @pytest.fixture(scope="module")
 def clip():
     spec = spec_for_seed(500_123)

@@ -80,10 +80,19 @@ def garment_color_error(gen: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> f
     return float(ciede2000(rgb_to_lab(gen[m]), rgb_to_lab(ref[m])).mean())
 
 
+PALETTE_CHUNK = 1 << 20
+
+
 def palette_distance(pixels_lab: np.ndarray, palette: list) -> np.ndarray:
-    """Per-pixel CIEDE2000 to the nearest colour of a palette (list of RGB)."""
+    """Per-pixel CIEDE2000 to the nearest colour of a palette (list of RGB). Pixels go in chunks of about
+    ``PALETTE_CHUNK`` pixel-colour pairs: CIEDE2000 holds some 40 float64 temporaries of the broadcast shape,
+    which for a 1,000-frame run against a scene's colours would be tens of GB at once."""
     pal = rgb_to_lab(np.asarray(palette, np.float64))
-    return ciede2000(pixels_lab[:, None, :], pal[None, :, :]).min(axis=1)
+    rows = max(1, PALETTE_CHUNK // len(pal))
+    out = np.empty(len(pixels_lab), np.float64)
+    for a in range(0, len(pixels_lab), rows):
+        out[a:a + rows] = ciede2000(pixels_lab[a:a + rows, None, :], pal[None, :, :]).min(axis=1)
+    return out
 
 
 def palette_color_error(gen: np.ndarray, region: np.ndarray, palette: list) -> float:
