@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the embedded tiny model; "
                                                       "random weights for the real shapes)")
-    p.add_argument("--codec-folder", default=None, help="codec folder (default: the embedded codec)")
+    p.add_argument("--codec-folder", default=None, help="codec folder (default: the shipped codec the checkpoint was trained on)")
     p.add_argument("--blocks", type=int, default=120, help="blocks streamed (chunks 10-30 are 'early', the last 20 'late')")
     p.add_argument("--switch-every", type=int, default=10, help="post a garment switch mid-block every N blocks")
     p.add_argument("--threads", type=int, default=2)

@@ -73,3 +73,14 @@ def test_v2_teacher_milestone_loads_with_its_preset_and_the_v2_codec():
     assert meta["codec_sha256"] == TinyCodec.load(ASSETS / "codec-v2").sha256
     assert meta["mode"] == "bidirectional" and meta["stage"] == "teacher" and meta["steps"] == 1200
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_checkpoint_without_a_codec_gets_the_shipped_codec_it_was_trained_on():
+    """No codec given: the generator picks the shipped codec with the checkpoint's latent space (v2 models
+    would fail against the default v1 codec); a hash no shipped codec has falls back to the default."""
+    from fashionchameleon.streaming.generator import DEFAULT_CODEC, StreamingGenerator, shipped_codec_for
+
+    gen = StreamingGenerator.from_pretrained(ASSETS / "teacher-v2")
+    assert gen.codec.latent_sha256 == TinyCodec.load(ASSETS / "codec-v2").sha256
+    assert shipped_codec_for(TinyCodec.load(ASSETS / "codec").sha256) == ASSETS / "codec"
+    assert shipped_codec_for("0" * 64) == DEFAULT_CODEC and shipped_codec_for(None) == DEFAULT_CODEC

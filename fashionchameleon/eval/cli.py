@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--with-teacher", action="store_true", help="also the bidirectional teacher (protocol a)")
     p.add_argument("--teacher", default=None, help="teacher checkpoint folder (default assets/checkpoints/teacher)")
     p.add_argument("--checkpoint", default=None, help="student checkpoint (default: the embedded tiny model)")
-    p.add_argument("--codec", default=None)
+    p.add_argument("--codec", default=None, help="codec folder (default: the shipped codec the checkpoint was trained on)")
     p.add_argument("--keep-recent", type=int, default=None, help="override the streaming config's keep_recent")
     p.add_argument("--withdraw-sink", choices=["yes", "no"], default=None)
     p.add_argument("--reference-mix", type=float, default=None,

@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", default="full", help="switch variant: full, paper, no_refresh, no_withdraw, "
                                                      "no_disentangle, naive, restart")
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the embedded tiny model)")
-    p.add_argument("--codec", default=None, help="codec folder (default: the embedded codec)")
+    p.add_argument("--codec", default=None, help="codec folder (default: the shipped codec the checkpoint was trained on)")
     p.add_argument("--upscale", type=int, default=1, help="nearest-neighbour upscaling of the written video")
     p.add_argument("-o", "--output", required=True, type=Path)
 

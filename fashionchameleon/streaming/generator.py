@@ -17,6 +17,7 @@ commit pass sooner, and the last block of a stream never pays for a commit nobod
 from __future__ import annotations
 
 import collections
+import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,6 +36,21 @@ from .rescheduler import KVRescheduler, mix_reference, variant_policy
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 DEFAULT_CHECKPOINT = ASSETS / "checkpoints" / "tiny"
 DEFAULT_CODEC = ASSETS / "checkpoints" / "codec"
+
+
+def shipped_codec_for(latent_sha256: str | None) -> Path:
+    """The shipped codec folder (under assets/checkpoints) whose latent space a checkpoint was trained on
+    (its ``codec_sha256``), an untuned one first; the default codec when the checkpoint names none or no
+    shipped codec matches (loading then says which codec it wants)."""
+    if latent_sha256:
+        found = []
+        for cfg in sorted((ASSETS / "checkpoints").glob("*/config.json")):
+            meta = json.loads(cfg.read_text())
+            if meta.get("codec") == "tiny" and meta.get("latent_sha256", meta.get("sha256")) == latent_sha256:
+                found.append((meta.get("sha256") != latent_sha256, cfg.parent))
+        if found:
+            return min(found)[1]
+    return DEFAULT_CODEC
 
 
 @dataclass
@@ -85,11 +101,12 @@ class StreamingGenerator:
         from ..model.loading import load_checkpoint
 
         model, preset, meta = load_checkpoint(checkpoint, device=device, dtype=dtype)
-        codec_obj = load_codec(codec or DEFAULT_CODEC, device=device)
+        codec = codec or shipped_codec_for(meta.get("codec_sha256"))
+        codec_obj = load_codec(codec, device=device)
         # the latent space must match; a decoder tuned later (encoder frozen) keeps it
         if meta.get("codec_sha256") and meta["codec_sha256"] != codec_obj.latent_sha256:
             raise ValueError(f"{checkpoint} was trained on codec {meta['codec_sha256'][:12]}, "
-                             f"but {codec or DEFAULT_CODEC} is {codec_obj.latent_sha256[:12]}")
+                             f"but {codec} is {codec_obj.latent_sha256[:12]}")
         from ..model.codec import state_sha256
 
         return cls(model, codec_obj, preset, device=device, checkpoint_sha=state_sha256(model.state_dict()))
