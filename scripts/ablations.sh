@@ -15,6 +15,17 @@ RUNS=${RUNS:-$HOME/.cache/fashionchameleon/runs}
 SEEDS=${SEEDS:-500000-500031}
 what=${1:-all}
 common=(--config tiny --train-seeds 0-2999 --warmup 25 --save-every 25 --sample-every 0)
+# v1's teacher-forcing checkpoint left assets/ in session 10 (room for the v2 student milestone under a Space's
+# 100 MB); it is taken from git history, byte for byte, when missing
+FORCING=${FORCING:-assets/checkpoints/forcing}
+if [ ! -f "$FORCING/config.json" ]; then
+  FORCING=$CKPT/v1-forcing
+  if [ ! -f "$FORCING/config.json" ]; then
+    mkdir -p "$FORCING"
+    git archive e99cbaec535f20b698eecd520e72e224c78e0efd assets/checkpoints/forcing \
+      | tar -x --strip-components=3 -C "$FORCING"
+  fi
+fi
 
 train() {  # name, extra args...
   local name=$1; shift
@@ -27,7 +38,7 @@ if [ "$what" = train ] || [ "$what" = all ]; then
     train abl-forcing-$ref --stage forcing --init assets/checkpoints/teacher --steps 150 --batch 8 --reference $ref
   done
   for tau in 0.2 inf; do
-    train abl-dmd-tau$tau --stage dmd --init assets/checkpoints/forcing --teacher assets/checkpoints/teacher \
+    train abl-dmd-tau$tau --stage dmd --init "$FORCING" --teacher assets/checkpoints/teacher \
       --steps 100 --batch 4 --lr 5e-5 --critic-lr 1e-4 --tau $tau
   done
 fi

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from fashionchameleon.data.datasets import to_tensor_video, to_uint8
@@ -62,16 +63,19 @@ def test_shipped_student_dresses_a_held_out_person_in_the_garment():
     assert np.mean(leaks) < 0.5 and np.median(leaks) < 0.45, leaks
 
 
-def test_v2_teacher_milestone_loads_with_its_preset_and_the_v2_codec():
-    """The world-v2 teacher (issue 17: the pilot's chosen shape, trained on; a milestone to train the student
-    from, not a shipped model)."""
+@pytest.mark.parametrize("folder, mode, stage, steps", [
+    ("teacher-v2", "bidirectional", "teacher", 1200),   # the pilot's chosen shape, trained on
+    ("student-v2", "block-causal", "dmd", 100),         # teacher forcing 200 steps, then GR-DMD 100 (not shipped)
+])
+def test_v2_milestones_load_with_their_preset_and_the_v2_codec(folder, mode, stage, steps):
+    """Issue 17's world-v2 milestones: weights to train on from, not the shipped model."""
     from fashionchameleon.config import get_preset
     from fashionchameleon.model.loading import load_checkpoint
 
-    model, preset, meta = load_checkpoint(ASSETS / "teacher-v2")
+    model, preset, meta = load_checkpoint(ASSETS / folder)
     assert preset.to_dict() == get_preset("tiny-v2-a").to_dict() and preset.world_version == 2
     assert meta["codec_sha256"] == TinyCodec.load(ASSETS / "codec-v2").sha256
-    assert meta["mode"] == "bidirectional" and meta["stage"] == "teacher" and meta["steps"] == 1200
+    assert meta["mode"] == mode and meta["stage"] == stage and meta["steps"] == steps
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
