@@ -22,9 +22,11 @@
 # Everything lives under $PILOT (outside the repository); re-running the script resumes where it stopped.
 # Usage: bash scripts/pilot_v2.sh [codec|teachers|bench|eval|realbench|all]
 #        CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh continue; CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh student
-#        CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh student-eval
+#        CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh student-eval   (STUDENT=assets/checkpoints/student-v2 on a fresh machine)
 #        TEACHER=assets/checkpoints/teacher-v2 CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh student   (a fresh machine:
 #        the student from the committed teacher milestone)
+#        TAG=-f600 FORCING_STEPS=600 CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh student   (a second student run,
+#        kept apart by TAG: runs/forcing-tiny-v2-a-f600, student-tiny-v2-a-f600, reports *-f600*)
 #        SMOKE=1 CANDIDATES=tiny-v2-a PILOT=/tmp/pilot-smoke bash scripts/pilot_v2.sh all   (a few steps each)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +49,7 @@ REAL_ARGS=${REAL_ARGS:-}
 BENCH_BLOCKS=${BENCH_BLOCKS:-60}
 BENCH_ARGS=${BENCH_ARGS:-}
 CHOSEN=${CHOSEN:-}
+TAG=${TAG:-}                      # a second student run of CHOSEN: its own run folders, weights and reports
 FORCING_STEPS=${FORCING_STEPS:-400}
 CONTINUE_STEPS=${CONTINUE_STEPS:-2000}
 DMD_STEPS=${DMD_STEPS:-100}
@@ -168,44 +171,44 @@ if [ "$what" = student ]; then
   # stays blurry), then GR-DMD, which sharpens, at v1's learning rates
   $PY -m fashionchameleon train --stage forcing --config "$CHOSEN" --init "$teacher" --codec "$CODEC" \
     --train-seeds "$TRAIN_SEEDS" --batch "$BATCH" --threads "$THREADS" --steps "$FORCING_STEPS" \
-    --run-dir "$PILOT/runs/forcing-$CHOSEN" --out "$PILOT/forcing-$CHOSEN" --save-every 25 --sample-every 0
-  $PY -m fashionchameleon train --stage dmd --config "$CHOSEN" --init "$PILOT/forcing-$CHOSEN" --teacher "$teacher" \
+    --run-dir "$PILOT/runs/forcing-$CHOSEN$TAG" --out "$PILOT/forcing-$CHOSEN$TAG" --save-every 25 --sample-every 0
+  $PY -m fashionchameleon train --stage dmd --config "$CHOSEN" --init "$PILOT/forcing-$CHOSEN$TAG" --teacher "$teacher" \
     --codec "$CODEC" --train-seeds "$TRAIN_SEEDS" --threads "$THREADS" --steps "$DMD_STEPS" \
     --batch "$DMD_BATCH" --lr 5e-5 --critic-lr 1e-4 --tau 0.2 \
-    --warmup "$DMD_WARMUP" --run-dir "$PILOT/runs/dmd-$CHOSEN" \
-    --out "$PILOT/student-$CHOSEN" --save-every 25 --sample-every 0
+    --warmup "$DMD_WARMUP" --run-dir "$PILOT/runs/dmd-$CHOSEN$TAG" \
+    --out "$PILOT/student-$CHOSEN$TAG" --save-every 25 --sample-every 0
 fi
 if [ "$what" = student-eval ]; then
   [ -n "$CHOSEN" ] || { echo "$what: set CHOSEN to the pilot's choice (e.g. CHOSEN=tiny-v2-a)" >&2; exit 2; }
-  s=$PILOT/student-$CHOSEN
+  s=${STUDENT:-$PILOT/student-$CHOSEN$TAG}   # STUDENT=assets/checkpoints/student-v2: the committed milestone
   [ -f "$s/config.json" ] || { echo "student-eval: no student at $s (run the student stage)" >&2; exit 2; }
   ablations=full,paper,no_refresh,no_withdraw,no_disentangle,naive,restart
   # held-out world-v2 seeds: the rescheduler and its ablations, paired rows (v1 cannot run here: world v2's
   # motions are prompts it does not know)
   $PY -m fashionchameleon eval --checkpoint "$s" --codec "$CODEC" --variants "$ablations" --protocols a \
     --seeds "$EVAL_SEEDS" --cases "$EVAL_CASES" --threads "$THREADS" \
-    --out "$REPORTS/switchbench-student-$CHOSEN" --json > "$REPORTS/switchbench-student-$CHOSEN.json"
+    --out "$REPORTS/switchbench-student-$CHOSEN$TAG" --json > "$REPORTS/switchbench-student-$CHOSEN$TAG.json"
   # world-v1 seeds (v1's framing, centre-cropped to the student's portrait): paired with the shipped v1 student
   # on the same seeds (reports/switchbench.json)
   $PY -m fashionchameleon eval --checkpoint "$s" --codec "$CODEC" --world 1 --variants "$ablations" --protocols a \
     --seeds "$EVAL_SEEDS" --cases "$EVAL_CASES" --threads "$THREADS" \
-    --out "$REPORTS/switchbench-student-$CHOSEN-world1" --json > "$REPORTS/switchbench-student-$CHOSEN-world1.json"
-  $PY -m fashionchameleon compare reports/switchbench.json "$REPORTS/switchbench-student-$CHOSEN-world1.json" \
-    --json > "$REPORTS/compare-switchbench-world1-v1-student-$CHOSEN.json"
+    --out "$REPORTS/switchbench-student-$CHOSEN$TAG-world1" --json > "$REPORTS/switchbench-student-$CHOSEN$TAG-world1.json"
+  $PY -m fashionchameleon compare reports/switchbench.json "$REPORTS/switchbench-student-$CHOSEN$TAG-world1.json" \
+    --json > "$REPORTS/compare-switchbench-world1-v1-student-$CHOSEN$TAG.json"
   # real photos, paired with v1 case by case
   [ -d "$PILOT/realbench" ] || $PY scripts/make_realbench.py "$PILOT/realbench" $REAL_ARGS
   $PY -m fashionchameleon eval --real "$PILOT/realbench" --checkpoint "$s" --codec "$CODEC" --threads "$THREADS" \
-    --out "$REPORTS/realbench-student-$CHOSEN" --json > "$REPORTS/realbench-student-$CHOSEN.json"
+    --out "$REPORTS/realbench-student-$CHOSEN$TAG" --json > "$REPORTS/realbench-student-$CHOSEN$TAG.json"
   # (v1's RealBench ran on the full photo set; SMOKE's set shares no case with it)
   [ "${SMOKE:-0}" = 1 ] || $PY -m fashionchameleon compare reports/pilot-v2/realbench-v1.json \
-    "$REPORTS/realbench-student-$CHOSEN.json" --json > "$REPORTS/compare-realbench-v1-student-$CHOSEN.json"
+    "$REPORTS/realbench-student-$CHOSEN$TAG.json" --json > "$REPORTS/compare-realbench-v1-student-$CHOSEN$TAG.json"
   # 1,000-frame runs and ten switches in a row (the weakest motion window), on the first LONG_CASES seeds
   $PY -m fashionchameleon eval --checkpoint "$s" --codec "$CODEC" --variants full --protocols a --long \
     --long-frames "$LONG_FRAMES" --seeds "$EVAL_SEEDS" --cases "$LONG_CASES" --threads "$THREADS" \
-    --out "$REPORTS/switchbench-student-$CHOSEN-long" --json > "$REPORTS/switchbench-student-$CHOSEN-long.json"
+    --out "$REPORTS/switchbench-student-$CHOSEN$TAG-long" --json > "$REPORTS/switchbench-student-$CHOSEN$TAG-long.json"
   # speed last, and only on an idle machine: end-to-end fps and the teacher's slowdown (same shape: the teacher
   # row runs the same network bidirectionally)
   $PY -m fashionchameleon bench --checkpoint "$s" --codec-folder "$CODEC" --config "$CHOSEN" \
-    --blocks "$BENCH_BLOCKS" --threads "$THREADS" $BENCH_ARGS --json > "$REPORTS/bench-student-$CHOSEN.json"
+    --blocks "$BENCH_BLOCKS" --threads "$THREADS" $BENCH_ARGS --json > "$REPORTS/bench-student-$CHOSEN$TAG.json"
 fi
 echo "pilot outputs: $REPORTS"
