@@ -88,3 +88,32 @@ def test_a_checkpoint_without_a_codec_gets_the_shipped_codec_it_was_trained_on()
     assert gen.codec.latent_sha256 == TinyCodec.load(ASSETS / "codec-v2").sha256
     assert shipped_codec_for(TinyCodec.load(ASSETS / "codec").sha256) == ASSETS / "codec"
     assert shipped_codec_for("0" * 64) == DEFAULT_CODEC and shipped_codec_for(None) == DEFAULT_CODEC
+
+
+def test_the_teacher_row_takes_a_teacher_of_the_students_latent_space(capsys):
+    """`eval --with-teacher`: by default the shipped teacher of the student's codec (v2 student -> teacher-v2);
+    a teacher given from another latent space is refused before anything runs."""
+    from fashionchameleon.__main__ import main
+    from fashionchameleon.streaming.generator import shipped_teacher_for
+
+    assert shipped_teacher_for(TinyCodec.load(ASSETS / "codec-v2").sha256) == ASSETS / "teacher-v2"
+    assert shipped_teacher_for(TinyCodec.load(ASSETS / "codec").sha256) == ASSETS / "teacher"
+    rc = main(["eval", "--checkpoint", str(ASSETS / "student-v2"), "--with-teacher", "--teacher",
+               str(ASSETS / "teacher"), "--cases", "1", "--variants", "full", "--protocols", "a"])
+    assert rc == 2 and "same latent space" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--init", "--teacher"])
+def test_training_refuses_a_checkpoint_of_another_latent_space(tmp_path, flag):
+    """teacher-v2 (codec-v2's latents) with the v1 codec: same shapes, wrong latents; refused at start."""
+    import argparse
+
+    from fashionchameleon.training import trainer as trainer_mod
+
+    p = argparse.ArgumentParser()
+    trainer_mod.add_arguments(p)
+    extra = ["--init", str(ASSETS / "teacher-v2")] if flag == "--init" else ["--teacher", str(ASSETS / "teacher-v2")]
+    args = p.parse_args(["--stage", "forcing" if flag == "--init" else "dmd", "--config", "tiny-v2-a",
+                         "--codec", str(ASSETS / "codec"), "--run-dir", str(tmp_path / "run"), *extra])
+    with pytest.raises(SystemExit, match="trained on codec"):
+        trainer_mod.Trainer(args)

@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--long", action="store_true", help="also 1,000-frame drift and the ten-switch case")
     p.add_argument("--long-frames", type=int, default=1000)
     p.add_argument("--with-teacher", action="store_true", help="also the bidirectional teacher (protocol a)")
-    p.add_argument("--teacher", default=None, help="teacher checkpoint folder (default assets/checkpoints/teacher)")
+    p.add_argument("--teacher", default=None, help="teacher checkpoint folder (default: the shipped teacher of the checkpoint's codec)")
     p.add_argument("--checkpoint", default=None, help="student checkpoint (default: the embedded tiny model)")
     p.add_argument("--codec", default=None, help="codec folder (default: the shipped codec the checkpoint was trained on)")
     p.add_argument("--keep-recent", type=int, default=None, help="override the streaming config's keep_recent")
@@ -118,9 +118,15 @@ def run(args: argparse.Namespace) -> int:
     teacher = None
     if args.with_teacher:
         from ..model.loading import load_checkpoint
-        from ..streaming.generator import ASSETS
+        from ..streaming.generator import shipped_teacher_for
 
-        teacher, _, _ = load_checkpoint(args.teacher or ASSETS / "checkpoints" / "teacher")
+        teacher_folder = args.teacher or shipped_teacher_for(gen.codec.latent_sha256)
+        teacher, _, teacher_meta = load_checkpoint(teacher_folder)
+        if teacher_meta.get("codec_sha256", gen.codec.latent_sha256) != gen.codec.latent_sha256:
+            print(f"error: the teacher {teacher_folder} was trained on codec {teacher_meta['codec_sha256'][:12]}, "
+                  f"the student's codec is {gen.codec.latent_sha256[:12]}: give --teacher a teacher of the same "
+                  "latent space", file=sys.stderr)
+            return 2
 
     results = {p: {v: [] for v in variants + (["teacher"] if teacher is not None and p == "a" else [])} for p in protocols}
     curves = {v: [] for v in variants}

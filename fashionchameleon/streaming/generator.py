@@ -53,6 +53,16 @@ def shipped_codec_for(latent_sha256: str | None) -> Path:
     return DEFAULT_CODEC
 
 
+def shipped_teacher_for(latent_sha256: str | None) -> Path:
+    """The shipped bidirectional teacher trained on the codec latent space ``latent_sha256`` (the teacher row
+    and DMD's real score must read the student's latents); assets/checkpoints/teacher when none matches."""
+    for cfg in sorted((ASSETS / "checkpoints").glob("*/config.json")):
+        meta = json.loads(cfg.read_text())
+        if latent_sha256 and meta.get("mode") == "bidirectional" and meta.get("codec_sha256") == latent_sha256:
+            return cfg.parent
+    return ASSETS / "checkpoints" / "teacher"
+
+
 @dataclass
 class Chunk:
     frames: np.ndarray              # (T, H, W, 3) uint8

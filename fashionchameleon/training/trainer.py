@@ -76,6 +76,20 @@ def _dist() -> tuple[int, int]:
     return (torch.distributed.get_rank() if world > 1 else 0), world
 
 
+def require_same_latents(flag: str, folder, meta: dict, codec) -> None:
+    """A checkpoint trained on one codec's latents cannot start or score training on another's: v1 and v2
+    checkpoints share shapes, so the mistake would otherwise train silently (the codec is loaded only when
+    the checkpoint records one, and only when ``codec`` is a folder)."""
+    if not meta.get("codec_sha256") or not Path(codec).exists():
+        return
+    from ..model.codec import load_codec
+
+    have = load_codec(codec).latent_sha256
+    if meta["codec_sha256"] != have:
+        raise SystemExit(f"error: {flag} {folder} was trained on codec {meta['codec_sha256'][:12]}, but --codec "
+                         f"{codec} is {have[:12]}: give --codec the codec it was trained on")
+
+
 class Trainer:
     def __init__(self, args: argparse.Namespace, bank=None):
         from ..model.dit import WanDiT
@@ -99,7 +113,8 @@ class Trainer:
         torch.manual_seed(args.seed)
         self.model = WanDiT(self.preset.model)
         if args.init is not None:
-            init, _, _ = load_checkpoint(args.init)
+            init, _, init_meta = load_checkpoint(args.init)
+            require_same_latents("--init", args.init, init_meta, args.codec)
             own = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
             if {k: tuple(v.shape) for k, v in init.state_dict().items()} != own:
                 # e.g. a student narrower than its teacher: there is no width-reducing initialisation, so the
@@ -113,7 +128,8 @@ class Trainer:
         if args.stage == "dmd":
             if args.teacher is None:
                 raise SystemExit("error: --stage dmd needs --teacher (the real score)")
-            self.teacher, _, _ = load_checkpoint(args.teacher, device=self.device)
+            self.teacher, _, teacher_meta = load_checkpoint(args.teacher, device=self.device)
+            require_same_latents("--teacher", args.teacher, teacher_meta, args.codec)
             self.teacher.requires_grad_(False)
             self.critic = copy.deepcopy(self.teacher).requires_grad_(True).train()
         if args.lora:
