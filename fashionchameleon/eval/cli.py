@@ -117,15 +117,16 @@ def run(args: argparse.Namespace) -> int:
     protocols = [p for p in args.protocols.split(",") if p in ("a", "b")]
     teacher = None
     if args.with_teacher:
-        from ..model.loading import load_checkpoint
+        from ..model.loading import CheckpointError, load_checkpoint, require_same_latents
         from ..streaming.generator import shipped_teacher_for
 
         teacher_folder = args.teacher or shipped_teacher_for(gen.codec.latent_sha256)
         teacher, _, teacher_meta = load_checkpoint(teacher_folder)
-        if teacher_meta.get("codec_sha256", gen.codec.latent_sha256) != gen.codec.latent_sha256:
-            print(f"error: the teacher {teacher_folder} was trained on codec {teacher_meta['codec_sha256'][:12]}, "
-                  f"the student's codec is {gen.codec.latent_sha256[:12]}: give --teacher a teacher of the same "
-                  "latent space", file=sys.stderr)
+        try:
+            require_same_latents(f"the teacher {teacher_folder}", teacher_meta, gen.codec.latent_sha256,
+                                 "the student's codec")
+        except CheckpointError as e:
+            print(f"error: {e} (give --teacher a teacher of the same latent space)", file=sys.stderr)
             return 2
 
     results = {p: {v: [] for v in variants + (["teacher"] if teacher is not None and p == "a" else [])} for p in protocols}

@@ -21,6 +21,15 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded; the message says which file or tensor and why."""
 
 
+def require_same_latents(checkpoint, meta: dict, latent_sha256: str, codec) -> None:
+    """Refuse a checkpoint whose recorded codec (``codec_sha256``) is not the latent space ``latent_sha256`` of
+    ``codec``: v1 and v2 checkpoints share shapes, so the mismatch would otherwise run silently. A decoder
+    tuned later (encoder frozen) keeps its base's latent space, so it passes."""
+    if meta.get("codec_sha256") and meta["codec_sha256"] != latent_sha256:
+        raise CheckpointError(f"{checkpoint} was trained on codec {meta['codec_sha256'][:12]}, but {codec} is "
+                              f"{latent_sha256[:12]}: use the codec it was trained on")
+
+
 def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Tensors of a ``.safetensors`` file, or of a ``.pt``/``.pth``/``.bin`` file loaded without unpickling code."""
     path = Path(path)

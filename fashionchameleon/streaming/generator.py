@@ -38,28 +38,30 @@ DEFAULT_CHECKPOINT = ASSETS / "checkpoints" / "tiny"
 DEFAULT_CODEC = ASSETS / "checkpoints" / "codec"
 
 
+def shipped_configs() -> list[tuple[Path, dict]]:
+    """(folder, config.json) of every shipped checkpoint and codec under assets/checkpoints, by name."""
+    configs = sorted((ASSETS / "checkpoints").glob("*/config.json"))
+    return [(cfg.parent, json.loads(cfg.read_text())) for cfg in configs]
+
+
 def shipped_codec_for(latent_sha256: str | None) -> Path:
     """The shipped codec folder (under assets/checkpoints) whose latent space a checkpoint was trained on
     (its ``codec_sha256``), an untuned one first; the default codec when the checkpoint names none or no
     shipped codec matches (loading then says which codec it wants)."""
-    if latent_sha256:
-        found = []
-        for cfg in sorted((ASSETS / "checkpoints").glob("*/config.json")):
-            meta = json.loads(cfg.read_text())
-            if meta.get("codec") == "tiny" and meta.get("latent_sha256", meta.get("sha256")) == latent_sha256:
-                found.append((meta.get("sha256") != latent_sha256, cfg.parent))
-        if found:
-            return min(found)[1]
-    return DEFAULT_CODEC
+    found = []
+    for folder, meta in shipped_configs():
+        latents = meta.get("latent_sha256", meta.get("sha256"))    # a tuned decoder keeps its base's latents
+        if latent_sha256 and meta.get("codec") == "tiny" and latents == latent_sha256:
+            found.append((meta.get("sha256") != latent_sha256, folder))   # False (untuned) sorts first
+    return min(found)[1] if found else DEFAULT_CODEC
 
 
 def shipped_teacher_for(latent_sha256: str | None) -> Path:
     """The shipped bidirectional teacher trained on the codec latent space ``latent_sha256`` (the teacher row
     and DMD's real score must read the student's latents); assets/checkpoints/teacher when none matches."""
-    for cfg in sorted((ASSETS / "checkpoints").glob("*/config.json")):
-        meta = json.loads(cfg.read_text())
+    for folder, meta in shipped_configs():
         if latent_sha256 and meta.get("mode") == "bidirectional" and meta.get("codec_sha256") == latent_sha256:
-            return cfg.parent
+            return folder
     return ASSETS / "checkpoints" / "teacher"
 
 
@@ -108,15 +110,12 @@ class StreamingGenerator:
     def from_pretrained(cls, checkpoint: str | Path = DEFAULT_CHECKPOINT, codec: str | Path | None = None, *,
                         device: str = "cpu", dtype: torch.dtype = torch.float32) -> "StreamingGenerator":
         from ..model.codec import load_codec
-        from ..model.loading import load_checkpoint
+        from ..model.loading import load_checkpoint, require_same_latents
 
         model, preset, meta = load_checkpoint(checkpoint, device=device, dtype=dtype)
         codec = codec or shipped_codec_for(meta.get("codec_sha256"))
         codec_obj = load_codec(codec, device=device)
-        # the latent space must match; a decoder tuned later (encoder frozen) keeps it
-        if meta.get("codec_sha256") and meta["codec_sha256"] != codec_obj.latent_sha256:
-            raise ValueError(f"{checkpoint} was trained on codec {meta['codec_sha256'][:12]}, "
-                             f"but {codec} is {codec_obj.latent_sha256[:12]}")
+        require_same_latents(checkpoint, meta, codec_obj.latent_sha256, codec)
         from ..model.codec import state_sha256
 
         return cls(model, codec_obj, preset, device=device, checkpoint_sha=state_sha256(model.state_dict()))

@@ -76,18 +76,20 @@ def _dist() -> tuple[int, int]:
     return (torch.distributed.get_rank() if world > 1 else 0), world
 
 
-def require_same_latents(flag: str, folder, meta: dict, codec) -> None:
-    """A checkpoint trained on one codec's latents cannot start or score training on another's: v1 and v2
-    checkpoints share shapes, so the mistake would otherwise train silently (the codec is loaded only when
-    the checkpoint records one, and only when ``codec`` is a folder)."""
-    if not meta.get("codec_sha256") or not Path(codec).exists():
-        return
+def check_checkpoint_latents(checkpoints: list[tuple[str, dict]], codec: Path) -> None:
+    """``--init`` and ``--teacher`` (name, metadata) must have been trained on ``--codec``'s latents. The codec
+    is loaded once, and only when a checkpoint records its codec and ``codec`` is a folder here."""
     from ..model.codec import load_codec
+    from ..model.loading import CheckpointError, require_same_latents
 
-    have = load_codec(codec).latent_sha256
-    if meta["codec_sha256"] != have:
-        raise SystemExit(f"error: {flag} {folder} was trained on codec {meta['codec_sha256'][:12]}, but --codec "
-                         f"{codec} is {have[:12]}: give --codec the codec it was trained on")
+    if not any(meta.get("codec_sha256") for _, meta in checkpoints) or not Path(codec).exists():
+        return
+    latents = load_codec(codec).latent_sha256
+    try:
+        for name, meta in checkpoints:
+            require_same_latents(name, meta, latents, f"--codec {codec}")
+    except CheckpointError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 class Trainer:
@@ -112,9 +114,10 @@ class Trainer:
         self.preset = args.config if isinstance(args.config, Preset) else get_preset(args.config)
         torch.manual_seed(args.seed)
         self.model = WanDiT(self.preset.model)
+        checked = []   # (flag, metadata) of the checkpoints read: their latent space must be --codec's
         if args.init is not None:
             init, _, init_meta = load_checkpoint(args.init)
-            require_same_latents("--init", args.init, init_meta, args.codec)
+            checked.append((f"--init {args.init}", init_meta))
             own = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
             if {k: tuple(v.shape) for k, v in init.state_dict().items()} != own:
                 # e.g. a student narrower than its teacher: there is no width-reducing initialisation, so the
@@ -129,9 +132,10 @@ class Trainer:
             if args.teacher is None:
                 raise SystemExit("error: --stage dmd needs --teacher (the real score)")
             self.teacher, _, teacher_meta = load_checkpoint(args.teacher, device=self.device)
-            require_same_latents("--teacher", args.teacher, teacher_meta, args.codec)
+            checked.append((f"--teacher {args.teacher}", teacher_meta))
             self.teacher.requires_grad_(False)
             self.critic = copy.deepcopy(self.teacher).requires_grad_(True).train()
+        check_checkpoint_latents(checked, args.codec)
         if args.lora:
             from .lora import apply_lora
 
