@@ -135,7 +135,8 @@ def test_cli_json_contract(micro_assets, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     r = subprocess.run([sys.executable, "-m", "fashionchameleon", "eval", "--real", str(tmp_path), "--json",
                         "--checkpoint", str(model), "--codec", str(codec), "--threads", "1", "--out",
-                        str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=300)
+                        str(tmp_path / "out"), "--reference-mix", "0.25"], capture_output=True, text=True, env=env,
+                       timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
     assert len(lines) == 1
@@ -144,6 +145,11 @@ def test_cli_json_contract(micro_assets, tmp_path):
                                  "grid_visibility_codec", "grid_photo", "grid_codec_roundtrip", "landing"}
     assert len(out["cases"]) == 2 and out["landed"].endswith("/2")
     assert json.loads((tmp_path / "out" / "realbench.json").read_text())["cases"][0]["person"] == "x.png"
+    assert out["stream"]["reference_mix"] == 0.25      # the switch settings given reach the generator
+    bad_mix = subprocess.run([sys.executable, "-m", "fashionchameleon", "eval", "--real", str(tmp_path), "--json",
+                              "--checkpoint", str(model), "--codec", str(codec), "--reference-mix", "1.5"],
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert bad_mix.returncode == 2 and "--reference-mix out of range" in bad_mix.stderr
     bad = subprocess.run([sys.executable, "-m", "fashionchameleon", "eval", "--real", str(tmp_path / "nope"),
                           "--json"], capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "no such folder" in bad.stderr

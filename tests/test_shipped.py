@@ -90,6 +90,18 @@ def test_a_checkpoint_without_a_codec_gets_the_shipped_codec_it_was_trained_on()
     assert shipped_codec_for("0" * 64) == DEFAULT_CODEC and shipped_codec_for(None) == DEFAULT_CODEC
 
 
+def test_a_presets_default_codec_is_the_shipped_codec_of_its_world():
+    """`bank` without --codec encodes a world-v2 preset with the v2 codec (a v1 codec would make a bank that
+    the v2 models cannot read), a v1 preset with v1's; real presets name their Wan VAE."""
+    from fashionchameleon.config import get_preset
+    from fashionchameleon.data.bank import default_codec
+
+    assert Path(default_codec(get_preset("tiny"))) == ASSETS / "codec"
+    assert Path(default_codec(get_preset("tiny-v2-a"))) == ASSETS / "codec-v2"
+    assert json.loads((ASSETS / "codec-v2" / "config.json").read_text())["world_version"] == 2
+    assert default_codec(get_preset("wan2.1-1.3b")) == "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+
+
 def test_the_teacher_row_takes_a_teacher_of_the_students_latent_space(capsys):
     """`eval --with-teacher`: by default the shipped teacher of the student's codec (v2 student -> teacher-v2);
     a teacher given from another latent space is refused before anything runs."""

@@ -227,7 +227,15 @@ def vocab_prompt(caption: str, vocab: tuple[str, ...]) -> str:
 # ----------------------------------------------------------------------------------------------------------
 
 def default_codec(preset) -> str:
+    """A tiny preset's codec: the shipped tiny codec trained on the preset's world (v1: assets/checkpoints/codec,
+    v2: codec-v2; a tuned decoder is never the default); a real preset's: its Wan VAE repo."""
     if preset.latent_channels == 16 and preset.spatial_compression == 8 and preset.model.prompt_vocab:
+        from ..streaming.generator import shipped_configs
+
+        for folder, meta in shipped_configs():
+            untuned = meta.get("latent_sha256", meta.get("sha256")) == meta.get("sha256")
+            if meta.get("codec") == "tiny" and untuned and meta.get("world_version", 1) == preset.world_version:
+                return str(folder)
         shipped = PACKAGE_ROOT / "assets" / "checkpoints" / "codec"
         return str(shipped if shipped.exists() else Path("assets/checkpoints/codec"))
     return WAN_VAE_REPOS.get(preset.latent_channels, WAN_VAE_REPOS[48])
@@ -433,7 +441,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="the bank (safetensors; prompts in a .prompts.txt sibling)")
     p.add_argument("--caption", choices=CAPTION_KEYS, default="en_short", help="which caption list of the prompt")
     p.add_argument("--codec", default=None, help="codec folder or Wan repo id in the local cache (default: the "
-                   "shipped tiny codec for tiny/micro, the Wan VAE of the preset otherwise)")
+                   "shipped tiny codec of the preset's world for tiny presets, the preset's Wan VAE otherwise)")
     p.add_argument("--text-encoder", type=Path, default=None,
                    help="umT5 folder: also store text embeddings (real shapes)")
     p.add_argument("--shard-size", type=int, default=16, help="rows per shard (the unit of resume)")

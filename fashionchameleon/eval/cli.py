@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import StreamConfig
+
 DEFAULT_SEEDS = "500000-500015"
 
 
@@ -53,6 +55,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--real", type=Path, default=None, metavar="DIR",
                    help="RealBench instead: real person and garment photos in DIR (see eval/realbench.py)")
+
+
+def stream_overrides(args: argparse.Namespace, stream: StreamConfig) -> StreamConfig:
+    """The streaming config with the switch settings given on the command line (--keep-recent, --withdraw-sink,
+    --reference-mix, ...) put in; ValueError for a value out of range."""
+    import dataclasses
+
+    if args.keep_recent is not None:
+        if args.keep_recent < 0:
+            raise ValueError(f"--keep-recent must be >= 0, got {args.keep_recent}")
+        stream = dataclasses.replace(stream, keep_recent=args.keep_recent)
+    if args.withdraw_sink is not None:
+        stream = dataclasses.replace(stream, withdraw_sink=args.withdraw_sink == "yes")
+    for name in ("reference_mix", "reanchor_after", "reanchor_mix", "reference_gate"):
+        value = getattr(args, name)
+        if value is not None:
+            if not (0 <= value <= (1 if name.endswith("mix") else 1000)) or value != value:
+                raise ValueError(f"--{name.replace('_', '-')} out of range: {value}")
+            stream = dataclasses.replace(stream, **{name: value})
+    return stream
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,18 +110,11 @@ def run(args: argparse.Namespace) -> int:
     if train_seeds:
         print(f"note: {len(train_seeds)} seeds are training seeds (use them only for tuning)", file=sys.stderr)
     gen = StreamingGenerator.from_pretrained(args.checkpoint or DEFAULT_CHECKPOINT, args.codec)
-    stream = gen.preset.stream
-    if args.keep_recent is not None:
-        stream = dataclasses.replace(stream, keep_recent=args.keep_recent)
-    if args.withdraw_sink is not None:
-        stream = dataclasses.replace(stream, withdraw_sink=args.withdraw_sink == "yes")
-    for name in ("reference_mix", "reanchor_after", "reanchor_mix", "reference_gate"):
-        value = getattr(args, name)
-        if value is not None:
-            if not (0 <= value <= (1 if name.endswith("mix") else 1000)) or value != value:
-                print(f"error: --{name.replace('_', '-')} out of range: {value}", file=sys.stderr)
-                return 2
-            stream = dataclasses.replace(stream, **{name: value})
+    try:
+        stream = stream_overrides(args, gen.preset.stream)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     preset = gen.preset
     if args.world is not None and args.world != preset.world_version:
         from ..data import world as W

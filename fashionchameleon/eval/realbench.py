@@ -30,7 +30,8 @@ Cases: every person x every garment, switching mid-stream to the next garment in
 
 JSON (one line on stdout): ``cases``, ``means`` (fidelity_ssim, fidelity_psnr, fidelity_ratio,
 grid_visibility, grid_visibility_codec, grid_photo, grid_codec_roundtrip, landing, landing_before,
-landing_after), ``landed`` ("k/n"), ``checkpoint_sha``, ``codec_sha256``, ``resolution``, ``token_px``, ``codec_px``, ``frames``, ``switch_at``, ``seconds``.
+landing_after), ``landed`` ("k/n"), ``checkpoint_sha``, ``codec_sha256``, ``resolution``, ``token_px``, ``codec_px``, ``frames``, ``switch_at``, ``stream`` (the streaming and
+switch settings used), ``seconds``.
 """
 
 from __future__ import annotations
@@ -309,7 +310,7 @@ def run_realbench(gen, root: Path, cfg: RealBenchConfig = RealBenchConfig(), out
             "codec_sha256": gen.codec.sha256,
             "resolution": list(gen.resolution), "token_px": token_px, "codec_px": codec_px, "frames": cfg.frames,
             "switch_at": cfg.switch_at, "late": cfg.late, "landed_de": LANDED_DE,
-            "seconds": round(time.time() - t0, 1)}
+            "stream": gen.preset.stream.to_dict(), "seconds": round(time.time() - t0, 1)}
 
 
 def _finite(x):
@@ -323,7 +324,9 @@ def _finite(x):
 
 
 def run_cli(args) -> int:
-    """``eval --real DIR``: uses --checkpoint, --codec, --out, --threads and --json of the eval command."""
+    """``eval --real DIR``: uses --checkpoint, --codec, --out, --threads, --json and the switch settings
+(--keep-recent, --withdraw-sink, --reference-mix, --reanchor-after, --reanchor-mix, --reference-gate) of the eval
+command."""
     import torch
 
     from ..streaming.generator import DEFAULT_CHECKPOINT, StreamingGenerator
@@ -334,7 +337,15 @@ def run_cli(args) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from .cli import stream_overrides
+
     gen = StreamingGenerator.from_pretrained(args.checkpoint or DEFAULT_CHECKPOINT, args.codec)
+    try:
+        stream = stream_overrides(args, gen.preset.stream)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    gen = StreamingGenerator(gen.model, gen.codec, gen.preset, checkpoint_sha=gen.checkpoint_sha, stream=stream)
     out = run_realbench(gen, args.real, RealBenchConfig(), args.out)
     m = out["means"]
     print(f"\nRealBench [{len(out['cases'])} cases]  fidelity ssim {m['fidelity_ssim']:.3f}  psnr "
