@@ -44,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("streaming.cli", "render a video offline from a person and garment images, with garment switches"),
     "train": ("training.trainer", "train a stage (teacher | forcing | dmd) of the video model"),
     "bank": ("data.bank", "encode a CSV of real clips (the official layout) into a latent bank the trainer reads"),
+    "average": ("training.average", "interpolate the weights of two checkpoints of one run (e.g. forcing and GR-DMD)"),
     "train-codec": ("training.codec_train", "train the small latent codec of `tiny` on the synthetic world"),
 }
 

@@ -15,14 +15,16 @@
 #             teacher (compare); the same commands as the pilot's
 #   student   (after the choice; not part of `all`) CHOSEN's block-causal student: in-context teacher forcing
 #             from its teacher (the continued one once it is exported), then gradient-reweighted DMD (real
-#             score: the same teacher), as v1 was trained
+#             score: the same teacher), as v1 was trained; then `average`
+#   average   the weights halfway (ALPHA) between the forcing and the GR-DMD checkpoints: $PILOT/average-CHOSEN
 #   student-eval  the student: SwitchBench on held-out world-v2 seeds (the rescheduler and its ablations) and
 #             on world-v1 seeds paired with the shipped v1 student, RealBench paired with v1, 1,000-frame runs,
 #             then bench (run it on an idle machine)
 # Everything lives under $PILOT (outside the repository); re-running the script resumes where it stopped.
-# Usage: bash scripts/pilot_v2.sh [codec|teachers|bench|eval|realbench|all]
+# Usage: bash scripts/pilot_v2.sh [codec|teachers|bench|eval|realbench|all|continue|continue-eval|student|average|student-eval]
 #        CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh continue; CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh student
-#        CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh student-eval   (STUDENT=assets/checkpoints/student-v2 on a fresh machine)
+#        CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh student-eval   (STUDENT=assets/checkpoints/student-v2 on a fresh machine;
+#        STUDENT=$PILOT/average-tiny-v2-a: the forcing/DMD average that the student stage writes last)
 #        TEACHER=assets/checkpoints/teacher-v2 CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh student   (a fresh machine:
 #        the student from the committed teacher milestone)
 #        TAG=-f600 FORCING_STEPS=600 CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh student   (a second student run,
@@ -56,6 +58,7 @@ DMD_STEPS=${DMD_STEPS:-100}
 DMD_BATCH=${DMD_BATCH:-4}
 WARMUP=${WARMUP:-50}              # teachers' warm-up steps (the student's forcing uses the trainer's default)
 DMD_WARMUP=${DMD_WARMUP:-25}
+ALPHA=${ALPHA:-0.5}               # `average`: GR-DMD's share of the weights averaged with teacher forcing's
 CODEC_EVAL_SEEDS=${CODEC_EVAL_SEEDS:-500000-500031}
 if [ "${SMOKE:-0}" = 1 ]; then   # proves the commands run: a few steps, a few clips, one case
   TRAIN_SEEDS=0-7; CALIB_SEEDS=0-7; TEACHER_SECONDS=2; CALIB_STEPS=2; CODEC_STEPS=2; CODEC_CLIPS=8; BATCH=2; EVAL_CASES=1
@@ -177,6 +180,13 @@ if [ "$what" = student ]; then
     --batch "$DMD_BATCH" --lr 5e-5 --critic-lr 1e-4 --tau 0.2 \
     --warmup "$DMD_WARMUP" --run-dir "$PILOT/runs/dmd-$CHOSEN$TAG" \
     --out "$PILOT/student-$CHOSEN$TAG" --save-every 25 --sample-every 0
+fi
+if [ "$what" = student ] || [ "$what" = average ]; then
+  [ -n "$CHOSEN" ] || { echo "$what: set CHOSEN to the pilot's choice (e.g. CHOSEN=tiny-v2-a)" >&2; exit 2; }
+  # the weights halfway between teacher forcing and GR-DMD: DMD lands switches sooner but lets the reference
+  # decay; the average keeps most of both (MODEL_CARD, "The v2 student"). student-eval: STUDENT=$PILOT/average-...
+  $PY -m fashionchameleon average "$PILOT/forcing-$CHOSEN$TAG" "$PILOT/student-$CHOSEN$TAG" --alpha "$ALPHA" \
+    --out "$PILOT/average-$CHOSEN$TAG"
 fi
 if [ "$what" = student-eval ]; then
   [ -n "$CHOSEN" ] || { echo "$what: set CHOSEN to the pilot's choice (e.g. CHOSEN=tiny-v2-a)" >&2; exit 2; }
