@@ -184,7 +184,7 @@ fi
 if [ "$what" = student ] || [ "$what" = average ]; then
   [ -n "$CHOSEN" ] || { echo "$what: set CHOSEN to the pilot's choice (e.g. CHOSEN=tiny-v2-a)" >&2; exit 2; }
   # the weights halfway between teacher forcing and GR-DMD: DMD lands switches sooner but lets the reference
-  # decay; the average keeps most of both (MODEL_CARD, "The v2 student"). student-eval: STUDENT=$PILOT/average-...
+  # decay; the average keeps most of both (MODEL_CARD, "The average of forcing and GR-DMD"). student-eval: STUDENT=$PILOT/average-...
   $PY -m fashionchameleon average "$PILOT/forcing-$CHOSEN$TAG" "$PILOT/student-$CHOSEN$TAG" --alpha "$ALPHA" \
     --out "$PILOT/average-$CHOSEN$TAG"
 fi

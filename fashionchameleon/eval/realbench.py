@@ -30,8 +30,8 @@ Cases: every person x every garment, switching mid-stream to the next garment in
 
 JSON (one line on stdout): ``cases``, ``means`` (fidelity_ssim, fidelity_psnr, fidelity_ratio,
 grid_visibility, grid_visibility_codec, grid_photo, grid_codec_roundtrip, landing, landing_before,
-landing_after), ``landed`` ("k/n"), ``checkpoint_sha``, ``codec_sha256``, ``resolution``, ``token_px``, ``codec_px``, ``frames``, ``switch_at``, ``stream`` (the streaming and
-switch settings used), ``seconds``.
+landing_after), ``landed`` ("k/n"), ``checkpoint_sha``, ``codec_sha256``, ``resolution``, ``token_px``,
+``codec_px``, ``frames``, ``switch_at``, ``stream`` (the streaming and switch settings used), ``seconds``.
 """
 
 from __future__ import annotations
@@ -325,8 +325,8 @@ def _finite(x):
 
 def run_cli(args) -> int:
     """``eval --real DIR``: uses --checkpoint, --codec, --out, --threads, --json and the switch settings
-(--keep-recent, --withdraw-sink, --reference-mix, --reanchor-after, --reanchor-mix, --reference-gate) of the eval
-command."""
+    (--keep-recent, --withdraw-sink, --reference-mix, --reanchor-after, --reanchor-mix, --reference-gate) of the
+    eval command."""
     import torch
 
     from ..streaming.generator import DEFAULT_CHECKPOINT, StreamingGenerator

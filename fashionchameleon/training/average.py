@@ -4,9 +4,10 @@
 
 Meant for two stages of one run (teacher forcing and the GR-DMD student initialised from it): DMD sharpens and
 lands switches sooner but lets the reference decay; the interpolation trades between the two without training
-(the idea of WiSE-FT / model soups; measured in MODEL_CARD, "The v2 student"). Both checkpoints must share the
-network shape, the attention mode and the codec latent space. The output keeps B's preset (with the switch
-settings given here), records both sources and ``alpha``, and is written like the trainer's exports.
+(the idea of WiSE-FT / model soups; measured in MODEL_CARD, "The average of forcing and GR-DMD"). Both
+checkpoints must share the network shape, the attention mode and the codec latent space. The output keeps B's
+preset (with the switch settings given here), records both sources and ``alpha``, and is written like the
+trainer's exports.
 """
 
 from __future__ import annotations
