@@ -210,8 +210,8 @@ PRESETS: dict[str, Preset] = {
         model=ModelConfig(num_attention_heads=4, attention_head_dim=64, text_dim=64, freq_dim=256, ffn_dim=1024,
                           num_layers=8, prompt_vocab=TINY_V2_PROMPTS),
         # reference_mix 0.5 (tiny's 0.75): the v2 network copies a pose-aligned reference, so the last frame's
-        # old garment holds the switch back; chosen on training seeds (MODEL_CARD, "The average of
-        # forcing and GR-DMD")
+        # old garment pulls the repainted torso toward it; chosen on training seeds (MODEL_CARD, "The average
+        # of forcing and GR-DMD")
         stream=StreamConfig(block_frames=3, sink_frames=3, window_frames=3, keep_recent=0, reference_mix=0.5),
         resolution=(112, 192), train_latent_frames=9, world_version=2,
     ),
