@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -128,3 +130,22 @@ def test_switch_policy_overrides_reach_full(micro_assets):
     r = subprocess.run([sys.executable, "-m", "fashionchameleon", "eval", "--reference-mix", "1.5"], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "--reference-mix out of range" in r.stderr
+
+
+def test_stream_overrides_put_in_only_what_was_given():
+    """The one place SwitchBench and RealBench read the switch flags: values given replace the checkpoint's,
+    the rest stay; out-of-range values are refused."""
+    import argparse
+
+    from fashionchameleon.config import StreamConfig
+    from fashionchameleon.eval.cli import add_arguments, stream_overrides
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    base = StreamConfig(keep_recent=2, reference_mix=0.75)
+    assert stream_overrides(p.parse_args([]), base) == base
+    got = stream_overrides(p.parse_args(["--reference-mix", "0.5", "--withdraw-sink", "no", "--keep-recent", "0"]), base)
+    assert (got.reference_mix, got.withdraw_sink, got.keep_recent, got.reanchor_after) == (0.5, False, 0, 1)
+    for bad in (["--keep-recent", "-1"], ["--reanchor-mix", "nan"], ["--reference-gate", "-0.5"]):
+        with pytest.raises(ValueError):
+            stream_overrides(p.parse_args(bad), base)
