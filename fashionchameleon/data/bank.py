@@ -230,7 +230,7 @@ def default_codec(preset) -> str:
     """A tiny preset's codec: the shipped tiny codec trained on the preset's world (v1: assets/checkpoints/codec,
     v2: codec-v2; a tuned decoder is never the default); a real preset's: its Wan VAE repo."""
     if preset.latent_channels == 16 and preset.spatial_compression == 8 and preset.model.prompt_vocab:
-        from ..streaming.generator import shipped_configs
+        from ..model.loading import shipped_configs
 
         for folder, meta in shipped_configs():
             untuned = meta.get("latent_sha256", meta.get("sha256")) == meta.get("sha256")

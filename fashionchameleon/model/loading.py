@@ -177,6 +177,15 @@ def save_checkpoint(folder: str | os.PathLike, model: WanDiT, preset: Preset, *,
     return folder
 
 
+SHIPPED = Path(__file__).resolve().parents[2] / "assets" / "checkpoints"
+
+
+def shipped_configs() -> list[tuple[Path, dict[str, Any]]]:
+    """(folder, config.json) of every shipped checkpoint and codec under assets/checkpoints, by name."""
+    configs = sorted(SHIPPED.glob("*/config.json"))
+    return [(cfg.parent, json.loads(cfg.read_text())) for cfg in configs]
+
+
 def read_checkpoint_config(folder: str | os.PathLike) -> dict[str, Any]:
     folder = Path(folder)
     cfg_file = folder / "config.json"

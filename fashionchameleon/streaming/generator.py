@@ -17,7 +17,6 @@ commit pass sooner, and the last block of a stream never pays for a commit nobod
 from __future__ import annotations
 
 import collections
-import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,6 +28,7 @@ from ..config import Preset, StreamConfig, get_preset
 from ..media import fit_garment, fit_person, load_image
 from ..model import causal
 from ..model.kv_cache import WindowPolicy
+from ..model.loading import shipped_configs
 from ..model.schedule import stream_sigmas
 from .events import Event, EventLog, LocalChannel
 from .rescheduler import KVRescheduler, mix_reference, variant_policy
@@ -36,12 +36,6 @@ from .rescheduler import KVRescheduler, mix_reference, variant_policy
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 DEFAULT_CHECKPOINT = ASSETS / "checkpoints" / "tiny"
 DEFAULT_CODEC = ASSETS / "checkpoints" / "codec"
-
-
-def shipped_configs() -> list[tuple[Path, dict]]:
-    """(folder, config.json) of every shipped checkpoint and codec under assets/checkpoints, by name."""
-    configs = sorted((ASSETS / "checkpoints").glob("*/config.json"))
-    return [(cfg.parent, json.loads(cfg.read_text())) for cfg in configs]
 
 
 def shipped_codec_for(latent_sha256: str | None) -> Path:
