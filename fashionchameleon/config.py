@@ -95,6 +95,19 @@ class StreamConfig:
     denoise_timesteps: tuple[int, ...] = (1000, 750, 500, 250)
     timestep_shift: float = 5.0    # flow-matching shift applied to the nominal timesteps
 
+    def __post_init__(self) -> None:
+        # the one range check of the switch settings (command-line overrides, `average`, config.json files)
+        if self.block_frames < 1:
+            raise ValueError(f"block_frames must be >= 1, got {self.block_frames}")
+        for name in ("sink_frames", "window_frames", "keep_recent", "reanchor_after"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("reference_mix", "reanchor_mix"):
+            if not 0.0 <= getattr(self, name) <= 1.0:      # also refuses NaN
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not self.reference_gate >= 0.0:
+            raise ValueError(f"reference_gate must be >= 0, got {self.reference_gate}")
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["denoise_timesteps"] = list(self.denoise_timesteps)

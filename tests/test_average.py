@@ -66,3 +66,6 @@ def test_average_cli(tmp_path, capsys):
                  str(tmp_path / "a")]) == 2
     assert main(["average", str(tmp_path / "a"), str(tmp_path / "nope"), "--alpha", "0.5", "--out",
                  str(tmp_path / "y")]) == 2
+    assert main(["average", str(tmp_path / "a"), str(tmp_path / "b"), "--alpha", "0.5", "--reference-mix", "1.5",
+                 "--out", str(tmp_path / "z")]) == 2
+    assert "reference_mix must be in [0, 1]" in capsys.readouterr().err and not (tmp_path / "z").exists()

@@ -38,3 +38,15 @@ def test_streaming_never_sees_a_position_training_did_not(name):
     p = get_preset(name)
     s = p.stream
     assert 2 + s.sink_frames + s.window_frames + s.block_frames <= 2 + p.train_latent_frames
+
+
+def test_stream_config_refuses_out_of_range_switch_settings():
+    """One range check for every way a streaming config is made (presets, config.json, flags, `average`)."""
+    from fashionchameleon.config import StreamConfig
+
+    for bad in ({"reference_mix": 1.5}, {"reference_mix": float("nan")}, {"reanchor_mix": -0.1},
+                {"reference_gate": -1.0}, {"keep_recent": -1}, {"reanchor_after": -2}, {"block_frames": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            StreamConfig(**bad)
+    for preset in PRESETS.values():     # every preset passes it
+        assert StreamConfig.from_dict(preset.stream.to_dict()) == preset.stream

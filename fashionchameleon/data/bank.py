@@ -230,11 +230,10 @@ def default_codec(preset) -> str:
     """A tiny preset's codec: the shipped tiny codec trained on the preset's world (v1: assets/checkpoints/codec,
     v2: codec-v2; a tuned decoder is never the default); a real preset's: its Wan VAE repo."""
     if preset.latent_channels == 16 and preset.spatial_compression == 8 and preset.model.prompt_vocab:
-        from ..model.loading import shipped_configs
+        from ..model.loading import shipped_tiny_codecs
 
-        for folder, meta in shipped_configs():
-            untuned = meta.get("latent_sha256", meta.get("sha256")) == meta.get("sha256")
-            if meta.get("codec") == "tiny" and untuned and meta.get("world_version", 1) == preset.world_version:
+        for folder, meta, tuned in shipped_tiny_codecs():
+            if not tuned and meta.get("world_version", 1) == preset.world_version:
                 return str(folder)
         shipped = PACKAGE_ROOT / "assets" / "checkpoints" / "codec"
         return str(shipped if shipped.exists() else Path("assets/checkpoints/codec"))

@@ -59,22 +59,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def stream_overrides(args: argparse.Namespace, stream: StreamConfig) -> StreamConfig:
     """The streaming config with the switch settings given on the command line (--keep-recent, --withdraw-sink,
-    --reference-mix, ...) put in; ValueError for a value out of range."""
+    --reference-mix, ...) put in; ValueError (naming the flag) for a value StreamConfig refuses."""
     import dataclasses
 
-    if args.keep_recent is not None:
-        if args.keep_recent < 0:
-            raise ValueError(f"--keep-recent must be >= 0, got {args.keep_recent}")
-        stream = dataclasses.replace(stream, keep_recent=args.keep_recent)
+    given = {name: getattr(args, name) for name in ("keep_recent", "reference_mix", "reanchor_after", "reanchor_mix",
+                                                    "reference_gate") if getattr(args, name) is not None}
     if args.withdraw_sink is not None:
-        stream = dataclasses.replace(stream, withdraw_sink=args.withdraw_sink == "yes")
-    for name in ("reference_mix", "reanchor_after", "reanchor_mix", "reference_gate"):
-        value = getattr(args, name)
-        if value is not None:
-            if not (0 <= value <= (1 if name.endswith("mix") else 1000)) or value != value:
-                raise ValueError(f"--{name.replace('_', '-')} out of range: {value}")
+        given["withdraw_sink"] = args.withdraw_sink == "yes"
+    for name, value in given.items():
+        try:
             stream = dataclasses.replace(stream, **{name: value})
+        except ValueError as e:
+            raise ValueError(f"--{name.replace('_', '-')} out of range: {value} ({e})") from None
     return stream
+
+
+def generator_from_args(args: argparse.Namespace):
+    """The streaming generator ``eval`` runs: --checkpoint (default: the embedded model) with --codec, its
+    streaming config overridden by the switch flags. ValueError for a bad flag value."""
+    from ..streaming.generator import DEFAULT_CHECKPOINT, StreamingGenerator
+
+    gen = StreamingGenerator.from_pretrained(args.checkpoint or DEFAULT_CHECKPOINT, args.codec)
+    stream = stream_overrides(args, gen.preset.stream)
+    return StreamingGenerator(gen.model, gen.codec, gen.preset, checkpoint_sha=gen.checkpoint_sha, stream=stream)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,13 +116,12 @@ def run(args: argparse.Namespace) -> int:
     train_seeds = [s for s in seeds if not is_heldout(s)]
     if train_seeds:
         print(f"note: {len(train_seeds)} seeds are training seeds (use them only for tuning)", file=sys.stderr)
-    gen = StreamingGenerator.from_pretrained(args.checkpoint or DEFAULT_CHECKPOINT, args.codec)
     try:
-        stream = stream_overrides(args, gen.preset.stream)
+        gen = generator_from_args(args)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    preset = gen.preset
+    preset, stream = gen.preset, gen.preset.stream
     if args.world is not None and args.world != preset.world_version:
         from ..data import world as W
         from ..data import world_v2 as W2

@@ -329,23 +329,15 @@ def run_cli(args) -> int:
     eval command."""
     import torch
 
-    from ..streaming.generator import DEFAULT_CHECKPOINT, StreamingGenerator
+    from .cli import generator_from_args
 
     torch.set_num_threads(args.threads)
     try:
         find_inputs(args.real)
+        gen = generator_from_args(args)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from .cli import stream_overrides
-
-    gen = StreamingGenerator.from_pretrained(args.checkpoint or DEFAULT_CHECKPOINT, args.codec)
-    try:
-        stream = stream_overrides(args, gen.preset.stream)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    gen = StreamingGenerator(gen.model, gen.codec, gen.preset, checkpoint_sha=gen.checkpoint_sha, stream=stream)
     out = run_realbench(gen, args.real, RealBenchConfig(), args.out)
     m = out["means"]
     print(f"\nRealBench [{len(out['cases'])} cases]  fidelity ssim {m['fidelity_ssim']:.3f}  psnr "

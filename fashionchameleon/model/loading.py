@@ -186,6 +186,14 @@ def shipped_configs() -> list[tuple[Path, dict[str, Any]]]:
     return [(cfg.parent, json.loads(cfg.read_text())) for cfg in configs]
 
 
+def shipped_tiny_codecs() -> list[tuple[Path, dict[str, Any], bool]]:
+    """(folder, config.json, tuned) of every shipped tiny codec, untuned ones first, then by name. A tuned
+    decoder (`train-codec --decoder-only`) keeps its base's latent space: ``latent_sha256`` names it."""
+    found = [(folder, meta, meta.get("latent_sha256", meta.get("sha256")) != meta.get("sha256"))
+             for folder, meta in shipped_configs() if meta.get("codec") == "tiny"]
+    return sorted(found, key=lambda fmt: fmt[2])     # stable: name order kept within each group
+
+
 def read_checkpoint_config(folder: str | os.PathLike) -> dict[str, Any]:
     folder = Path(folder)
     cfg_file = folder / "config.json"

@@ -28,7 +28,7 @@ from ..config import Preset, StreamConfig, get_preset
 from ..media import fit_garment, fit_person, load_image
 from ..model import causal
 from ..model.kv_cache import WindowPolicy
-from ..model.loading import shipped_configs
+from ..model.loading import shipped_configs, shipped_tiny_codecs
 from ..model.schedule import stream_sigmas
 from .events import Event, EventLog, LocalChannel
 from .rescheduler import KVRescheduler, mix_reference, variant_policy
@@ -42,12 +42,10 @@ def shipped_codec_for(latent_sha256: str | None) -> Path:
     """The shipped codec folder (under assets/checkpoints) whose latent space a checkpoint was trained on
     (its ``codec_sha256``), an untuned one first; the default codec when the checkpoint names none or no
     shipped codec matches (loading then says which codec it wants)."""
-    found = []
-    for folder, meta in shipped_configs():
-        latents = meta.get("latent_sha256", meta.get("sha256"))    # a tuned decoder keeps its base's latents
-        if latent_sha256 and meta.get("codec") == "tiny" and latents == latent_sha256:
-            found.append((meta.get("sha256") != latent_sha256, folder))   # False (untuned) sorts first
-    return min(found)[1] if found else DEFAULT_CODEC
+    for folder, meta, _ in shipped_tiny_codecs():
+        if latent_sha256 and meta.get("latent_sha256", meta.get("sha256")) == latent_sha256:
+            return folder
+    return DEFAULT_CODEC
 
 
 def shipped_teacher_for(latent_sha256: str | None) -> Path:

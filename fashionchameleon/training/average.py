@@ -67,12 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    changes = {}
-    if args.reference_mix is not None:
-        if not 0.0 <= args.reference_mix <= 1.0:
-            print(f"error: --reference-mix out of range: {args.reference_mix}", file=sys.stderr)
-            return 2
-        changes["reference_mix"] = args.reference_mix
+    changes = {} if args.reference_mix is None else {"reference_mix": args.reference_mix}
     if args.out.resolve() in (args.a.resolve(), args.b.resolve()):
         print("error: --out must not be one of the inputs", file=sys.stderr)
         return 2
