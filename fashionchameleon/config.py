@@ -92,6 +92,9 @@ class StreamConfig:
     reanchor_after: int = 1        # `full`: blocks after a switch until the original reference is back (0: never)
     reanchor_mix: float = 0.0      # `full`: the switch's last-frame share in the reference put back then
     reference_gate: float = 0.0    # `full`: where the last frame moved (diff > gate x mean), no blend (0: off)
+    switch_guidance: float = 1.0   # `full`: guidance away from the old garment after a switch (1: off)
+    switch_guidance_blocks: int = 1  # ... on how many blocks
+    switch_guidance_steps: int = 0   # ... on how many of a block's denoising steps, from the first (0: all)
     denoise_timesteps: tuple[int, ...] = (1000, 750, 500, 250)
     timestep_shift: float = 5.0    # flow-matching shift applied to the nominal timesteps
 
@@ -99,14 +102,16 @@ class StreamConfig:
         # the one range check of the switch settings (command-line overrides, `average`, config.json files)
         if self.block_frames < 1:
             raise ValueError(f"block_frames must be >= 1, got {self.block_frames}")
-        for name in ("sink_frames", "window_frames", "keep_recent", "reanchor_after"):
+        for name in ("sink_frames", "window_frames", "keep_recent", "reanchor_after", "switch_guidance_blocks",
+                     "switch_guidance_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("reference_mix", "reanchor_mix"):
             if not 0.0 <= getattr(self, name) <= 1.0:      # also refuses NaN
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if not self.reference_gate >= 0.0:
-            raise ValueError(f"reference_gate must be >= 0, got {self.reference_gate}")
+        for name in ("reference_gate", "switch_guidance"):
+            if not 0.0 <= getattr(self, name) < float("inf"):
+                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

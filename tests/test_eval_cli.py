@@ -125,7 +125,8 @@ def test_switch_policy_overrides_reach_full(micro_assets):
                      "--reanchor-after", "0",
                      "--json", "--threads", "1")
     assert out["switch_policy"] == {"reference_mix": 1.0, "reanchor_after": 0, "reanchor_mix": 0.0,
-                                    "reference_gate": 0.0}
+                                    "reference_gate": 0.0, "switch_guidance": 1.0, "switch_guidance_blocks": 1,
+                                    "switch_guidance_steps": 0}
     assert out["rows"]["full"] == out["rows"]["paper"]
     r = subprocess.run([sys.executable, "-m", "fashionchameleon", "eval", "--reference-mix", "1.5"], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)

@@ -382,3 +382,91 @@ def test_prompt_change_applies_at_the_next_block(micro_generator, images):
     (rec,) = s.events
     assert rec["kind"] == "prompt" and rec["status"] == "applied" and rec["block"] == 1
     assert s.prompt == "arms_up" and not torch.equal(before, s.text)
+
+
+@torch.no_grad()
+def test_a_forked_cache_shares_frames_and_changes_apart(micro_generator, images):
+    """The negative cache of a guided block is a fork: same frames, its own prefix; neither side sees the
+    other's later changes."""
+    gen = micro_generator
+    person, garment, _, _ = images
+    s = gen.session(person, garment, "wave", seed=1, num_frames=40)
+    list(s)
+    before = {seg: [k.clone() for k in s.cache.keys[seg]] for seg in ("prefix", "sink", "history")}
+    fork = s.cache.fork()
+    assert fork.visible_frames == s.cache.visible_frames and fork.keys["sink"][0] is s.cache.keys["sink"][0]
+    causal.prefill(gen.model, fork, torch.cat([s.reference, torch.zeros_like(s.garment)], 2), s.text)
+    causal.commit(gen.model, fork, torch.randn(1, s.reference.shape[1], 3, *s.reference.shape[-2:]), s.text)
+    fork.clear("sink")
+    for seg, keys in before.items():
+        for a, b in zip(keys, s.cache.keys[seg]):
+            assert torch.equal(a, b)
+    assert not torch.equal(fork.keys["prefix"][0], s.cache.keys["prefix"][0])
+
+
+@torch.no_grad()
+def test_guided_denoising_steers_away_from_the_negative_garment(micro_generator, images):
+    """denoise_block with a negative cache (another garment in the prefix): each guided step takes
+    v_n + g (v - v_n); guidance 1 (or no negative cache) is the plain block; guided_steps limits guidance to the
+    first steps."""
+    gen = micro_generator
+    person, garment, other, _ = images
+    s = gen.session(person, garment, "wave", seed=1)
+    it = iter(s)
+    next(it), next(it)
+    s._commit_pending()
+    resched = KVRescheduler(gen.model, gen.codec, SwitchPolicy())
+    negative = resched.negative(s.cache, reference=s.reference, old_garment=gen.encode_image(gen.garment_image(other)),
+                              text=s.text)
+    noise = torch.randn(1, s.reference.shape[1], 3, *s.reference.shape[-2:], generator=torch.Generator().manual_seed(0))
+    renoise = [torch.randn_like(noise) for _ in range(len(s.sigmas) - 1)]
+
+    def manual(g, steps):
+        x = noise
+        for k, sig in enumerate(s.sigmas):
+            t = (sig * 1000).expand(1)
+            v = causal.denoise(gen.model, s.cache, x, t, s.text)
+            if k < steps:
+                v_n = causal.denoise(gen.model, negative, x, t, s.text)
+                v = v_n + g * (v - v_n)
+            x0 = x - sig * v
+            if k < len(s.sigmas) - 1:
+                x = (1 - s.sigmas[k + 1]) * x0 + s.sigmas[k + 1] * renoise[k]
+        return x0
+
+    plain = causal.denoise_block(gen.model, s.cache, noise, s.sigmas, s.text, renoise=renoise)
+    torch.testing.assert_close(plain, manual(1.0, 0))
+    for g, steps in ((3.0, 0), (3.0, 1)):
+        got = causal.denoise_block(gen.model, s.cache, noise, s.sigmas, s.text, renoise=renoise, negative=negative,
+                                   guidance=g, guided_steps=steps)
+        torch.testing.assert_close(got, manual(g, steps or len(s.sigmas)))
+        assert not torch.allclose(got, plain)
+    same = causal.denoise_block(gen.model, s.cache, noise, s.sigmas, s.text, renoise=renoise, negative=negative, guidance=1.0)
+    assert torch.equal(same, plain)
+
+
+@torch.no_grad()
+def test_switch_guidance_changes_only_the_guided_blocks_after_a_switch(micro_generator, images):
+    """`full` with switch guidance: the same stream as without up to the switch; the switch's block differs;
+    guidance 1 is exactly the unguided stream. `paper` never guides."""
+    person, garment, other, _ = images
+    gen = micro_generator
+
+    def run(variant, **stream):
+        s = gen.session(person, garment, "wave", seed=2, variant=variant, num_frames=12 * 5, keep_latents=True)
+        s.policy = variant_policy(variant, StreamConfig(**stream))
+        blocks = []
+        for chunk in s:
+            blocks.append(chunk.latents)
+            if chunk.index == 1:
+                s.post_switch(other)
+        return blocks
+
+    plain = run("full")
+    assert all(torch.equal(a, b) for a, b in zip(plain, run("full", switch_guidance=1.0, switch_guidance_blocks=3)))
+    guided = run("full", switch_guidance=4.0, switch_guidance_blocks=1)
+    assert all(torch.equal(a, b) for a, b in zip(plain[:2], guided[:2]))
+    assert not torch.allclose(plain[2], guided[2])
+    assert all(torch.equal(a, b) for a, b in zip(run("paper"), run("paper", switch_guidance=4.0)))
+    assert variant_policy("full", StreamConfig(switch_guidance=2.0)).guidance == 2.0
+    assert variant_policy("naive", StreamConfig(switch_guidance=2.0)).guidance == 1.0

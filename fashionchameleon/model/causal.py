@@ -70,14 +70,18 @@ def commit(model: WanDiT, cache: KVCache, clean: torch.Tensor, text, to_history:
 
 def denoise_block(model: WanDiT, cache: KVCache, noise: torch.Tensor, sigmas: torch.Tensor, text, *,
                   exit_step: int | None = None, generator: torch.Generator | None = None,
-                  renoise: list[torch.Tensor] | None = None, should_stop=None) -> torch.Tensor:
+                  renoise: list[torch.Tensor] | None = None, should_stop=None,
+                  negative: KVCache | None = None, guidance: float = 1.0, guided_steps: int = 0) -> torch.Tensor:
     """Few-step sampling of one block: predict x0 at each noise level, re-noise to the next one.
 
     ``exit_step`` (DMD training) stops after that step and lets gradients flow through it only. Returns the
     clean estimate. Re-noising draws from ``generator`` unless ``renoise`` gives the noises. ``should_stop()``
-    is polled before every step (a stop lands within one step).
+    is polled before every step (a stop lands within one step). With ``negative`` (the same cache with another
+    garment in its prefix) and ``guidance`` != 1, the first ``guided_steps`` steps (0: all) are guided away from
+    that garment, classifier-free style: ``v_n + guidance (v - v_n)``.
     """
     last = len(sigmas) - 1 if exit_step is None else exit_step
+    guided = 0 if negative is None or guidance == 1.0 else (guided_steps or last + 1)
     x = noise
     b = noise.shape[0]
     x0 = noise
@@ -85,8 +89,12 @@ def denoise_block(model: WanDiT, cache: KVCache, noise: torch.Tensor, sigmas: to
         if should_stop is not None and should_stop():
             raise StopRequested
         s = sigmas[k]
+        t = (s * 1000).expand(b).to(x.device)
         with torch.set_grad_enabled(torch.is_grad_enabled() and k == last):
-            v = denoise(model, cache, x, (s * 1000).expand(b).to(x.device), text)
+            v = denoise(model, cache, x, t, text)
+            if k < guided:
+                v_n = denoise(model, negative, x, t, text)
+                v = v_n + guidance * (v - v_n)
             x0 = x - s * v
         if k < last:
             nxt = sigmas[k + 1]

@@ -124,6 +124,15 @@ class KVCache:
         return sum(t.numel() * t.element_size() for store in (self.keys, self.values)
                    for seg in store.values() for t in seg if t is not None)
 
+    def fork(self) -> "KVCache":
+        """A cache that shares this one's frames (no copy) and changes apart from it: every mutation here
+        replaces list entries rather than writing into tensors, so neither sees the other's later changes."""
+        other = KVCache(self.num_layers, self.head_dim, self.grid, self.policy, self.prefix_frames)
+        other.keys = {seg: list(layers) for seg, layers in self.keys.items()}
+        other.values = {seg: list(layers) for seg, layers in self.values.items()}
+        other.committed_frames = self.committed_frames
+        return other
+
     # -- mutation ---------------------------------------------------------------------------------------------
     def _changed(self) -> None:
         self._memo.clear()

@@ -179,6 +179,8 @@ class Session:
         self.reanchor_at: int | None = None         # block at which the original reference goes back
         self.reanchor_reference = self.reference    # ... blended with the switch's last frame (reanchor_mix)
         self.garment = gen.encode_image(garment_img)
+        self.guided_blocks = 0                      # blocks left to guide away from the garment before the switch
+        self.old_garment = self.garment             # ... that garment's latent
         h, w = self.reference.shape[-2:]
         self.cache = causal.new_cache(gen.model, (h, w), WindowPolicy(cfg.sink_frames, cfg.window_frames))
         self.sigmas = stream_sigmas(cfg)
@@ -276,6 +278,7 @@ class Session:
                     new_garment_image=_to_tensor_image(e.payload, self.gen.device, torch.float32),
                     last_frame=None if self.last_frame is None else _to_tensor_image(self.last_frame, self.gen.device, torch.float32),
                     recent_latents=self.recent, text=self.text, original_reference=self.original_reference)
+                self.old_garment = self.garment
                 self.reference, self.garment = res.reference, res.garment
                 p = self.policy
                 self.reanchor_at = (self.block + p.reanchor_after
@@ -284,6 +287,7 @@ class Session:
                     self.reanchor_reference = (self.original_reference if res.last_latent is None else
                                                mix_reference(res.last_latent, self.original_reference, p.reanchor_mix,
                                                              p.reference_gate))
+                self.guided_blocks = p.guidance_blocks if p.guidance != 1.0 else 0
                 self.garment_label = e.label
                 t_resched += res.seconds
                 if self.policy.restart:
@@ -329,12 +333,20 @@ class Session:
             applied, t_resched = self._apply_events()
             if self.stopped:
                 return
+            negative = None
+            if self.guided_blocks > 0:
+                self.guided_blocks -= 1
+                t_n = time.perf_counter()
+                negative = self.rescheduler.negative(self.cache, reference=self.reference, old_garment=self.old_garment,
+                                                     text=self.text)
+                t_resched += time.perf_counter() - t_n
             t1 = time.perf_counter()
             noise = torch.randn((1, c, bf, h, w), generator=self.rng).to(self.gen.device, self.gen.dtype)
             try:
                 with torch.no_grad():
                     x0 = causal.denoise_block(model, self.cache, noise, self.sigmas, self.text, generator=self.rng,
-                                              should_stop=self.channel.stop_requested)
+                                              should_stop=self.channel.stop_requested, negative=negative,
+                                              guidance=self.policy.guidance, guided_steps=self.policy.guidance_steps)
             except causal.StopRequested:
                 # what applied at this block is never shown: report it with the stop, not at a frame
                 self._log_stop([r for r in self.log.records if r.block == self.block and r.status == "applied"],

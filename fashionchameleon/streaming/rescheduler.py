@@ -38,6 +38,14 @@ class SwitchPolicy:
     # latent differs from the original's by more than ``reference_gate`` times the mean difference (motion,
     # not slow drift), the rebuilt reference takes the last frame alone (0: blend everywhere).
     reference_gate: float = 0.0
+    # The rebuilt reference and the kept frames still show the old garment, and a model that learned to copy
+    # its reference follows them. Guidance away from the old garment, classifier-free style with the old
+    # garment in the negative prefix (a condition the model knows, unlike a dropped one), pushes the first
+    # block(s) after a switch toward the new one: one more model pass per guided step, on those blocks only
+    # (1: off).
+    guidance: float = 1.0
+    guidance_blocks: int = 1      # blocks after a switch that are guided
+    guidance_steps: int = 0       # denoising steps of such a block that are guided, from the first (0: all)
 
 
 VARIANTS = ("full", "paper", "no_refresh", "no_withdraw", "no_disentangle", "naive", "restart",
@@ -49,13 +57,16 @@ def variant_policy(name: str, stream: StreamConfig | None = None) -> SwitchPolic
     reference blended with the original one (``reference_mix`` = 0.75 of the last frame), and the original
     reference put back one block later (``reanchor_after`` = 1), chosen among the candidates on training
     seeds (MODEL_CARD, "Ten switches"); its settings come from the streaming config ``stream`` (default:
-    ``StreamConfig()``). ``paper`` is the paper's exact recipe.
+    ``StreamConfig()``), guidance away from the old garment included (off unless the config sets it; the
+    ablations derived from ``full`` inherit it). ``paper`` is the paper's exact recipe (never guided).
     ``reanchor``, ``blend``, ``recent_only``, ``blend_late`` and ``gated`` are the candidates as they were
     measured."""
     c = stream or StreamConfig()
     paper = SwitchPolicy(keep_recent=0, withdraw_sink=True)
     full = SwitchPolicy(keep_recent=c.keep_recent, withdraw_sink=c.withdraw_sink, reference_mix=c.reference_mix,
-                        reanchor_after=c.reanchor_after, reanchor_mix=c.reanchor_mix, reference_gate=c.reference_gate)
+                        reanchor_after=c.reanchor_after, reanchor_mix=c.reanchor_mix, reference_gate=c.reference_gate,
+                        guidance=c.switch_guidance, guidance_blocks=c.switch_guidance_blocks,
+                        guidance_steps=c.switch_guidance_steps)
     table = {
         "full": full,
         "paper": paper,
@@ -118,6 +129,14 @@ class KVRescheduler:
         t0 = time.perf_counter()
         causal.prefill(self.model, cache, torch.cat([reference, garment], 2), text)
         return time.perf_counter() - t0
+
+    @torch.no_grad()
+    def negative(self, cache: KVCache, *, reference: torch.Tensor, old_garment: torch.Tensor, text) -> KVCache:
+        """For a guided block: ``cache`` forked (its frames shared), with the garment before the switch in its
+        prefix instead of the new one."""
+        negative = cache.fork()
+        causal.prefill(self.model, negative, torch.cat([reference, old_garment], 2), text)
+        return negative
 
     @torch.no_grad()
     def switch(self, cache: KVCache, *, reference: torch.Tensor, garment: torch.Tensor, new_garment_image: torch.Tensor,
