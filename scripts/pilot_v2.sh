@@ -23,6 +23,8 @@
 # Everything lives under $PILOT (outside the repository); re-running the script resumes where it stopped.
 # Usage: bash scripts/pilot_v2.sh [codec|teachers|bench|eval|realbench|all|continue|continue-eval|student|average|student-eval]
 #        CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh continue; CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh student
+#        TEACHER=assets/checkpoints/teacher-v2 TAG=-c2 CONTINUE_STEPS=3000 CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh continue
+#        (a new cosine from the committed teacher milestone: runs/teacher-tiny-v2-a-continued-c2)
 #        CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh student-eval   (STUDENT=assets/checkpoints/student-v2 on a fresh machine;
 #        STUDENT=$PILOT/average-tiny-v2-a: the forcing/DMD average that the student stage writes last)
 #        TEACHER=assets/checkpoints/teacher-v2 CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh student   (a fresh machine:
@@ -150,9 +152,10 @@ if [ "$what" = continue ] || [ "$what" = continue-eval ] || [ "$what" = student 
   [ -f "$teacher/config.json" ] || { echo "$what: no teacher at $teacher (run the teachers stage)" >&2; exit 2; }
 fi
 if [ "$what" = continue ]; then
-  $PY -m fashionchameleon train "${common[@]}" --config "$CHOSEN" --init "$teacher" --steps "$CONTINUE_STEPS" \
-    --lr 2e-4 --warmup "$WARMUP" --run-dir "$PILOT/runs/teacher-$CHOSEN-continued" \
-    --out "$PILOT/teacher-$CHOSEN-continued" --save-every 50 --sample-every 500
+  # TEACHER (e.g. the committed milestone assets/checkpoints/teacher-v2) with TAG: a further run, its own folders
+  $PY -m fashionchameleon train "${common[@]}" --config "$CHOSEN" --init "${TEACHER:-$teacher}" --steps "$CONTINUE_STEPS" \
+    --lr 2e-4 --warmup "$WARMUP" --run-dir "$PILOT/runs/teacher-$CHOSEN-continued$TAG" \
+    --out "$PILOT/teacher-$CHOSEN-continued$TAG" --save-every 50 --sample-every 500
 fi
 if [ "$what" = continue-eval ]; then
   t=$PILOT/teacher-$CHOSEN-continued
