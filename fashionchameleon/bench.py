@@ -11,6 +11,7 @@ imports only torch and numpy.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -27,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--codec-folder", default=None, help="codec folder (default: the shipped codec the checkpoint was trained on)")
     p.add_argument("--blocks", type=int, default=120, help="blocks streamed (chunks 10-30 are 'early', the last 20 'late')")
     p.add_argument("--switch-every", type=int, default=10, help="post a garment switch mid-block every N blocks")
+    p.add_argument("--switch-guidance", type=float, default=None,
+                   help="stream with this guidance away from the old garment after a switch (default: the config's)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--codec", action="store_true", help="measure the codec only")
     p.add_argument("--no-teacher", action="store_true", help="skip the teacher comparison")
@@ -137,7 +140,7 @@ def bench_stream(gen, blocks: int, switch_every: int) -> dict:
     t_start = time.perf_counter()
     session = gen.session(s0.reference, s0.garment_image, seed=0)
     stages = {"denoise": 0.0, "commit": 0.0, "decode": 0.0, "reschedule": 0.0, "h264": 0.0}
-    chunk_times, frames, rss = [], 0, {}
+    chunk_times, switch_blocks, frames, rss = [], [], 0, {}
     first_chunk = None
     posted: list[str] = []
     timers = []
@@ -162,6 +165,8 @@ def bench_stream(gen, blocks: int, switch_every: int) -> dict:
                 stages[key] += chunk.timings[key]
             stages["h264"] += t2 - t1
             chunk_times.append(t2 - t0)
+            if any(e["kind"] == "switch" for e in chunk.events):
+                switch_blocks.append(t2 - t0)
             frames += len(chunk.frames)
             if k + 1 in (20, blocks):
                 rss[k + 1] = _rss_bytes()
@@ -181,6 +186,8 @@ def bench_stream(gen, blocks: int, switch_every: int) -> dict:
         "late_early_chunk_ratio": late / early,
         "memory_growth_ratio": rss[blocks] / rss[20],
         "switch_overhead_ratio": sw_cost / median_block,
+        # the whole block a switch applies at (rescheduling, and guidance's extra passes when it is on)
+        "switch_block_ratio": statistics.median(switch_blocks) / median_block if switch_blocks else None,
         "switch_latency_blocks": max(latency_blocks) if latency_blocks else None,
         "switches": len(switches),
         "frames": frames,
@@ -236,7 +243,8 @@ def bench_real_shapes(name: str, device: str, blocks: int) -> dict:
     steady = statistics.median(times[3:]) if len(times) > 4 else statistics.median(times)
     out = {"fps": video_frames / steady, "first_chunk_s": first,
            "late_early_chunk_ratio": statistics.median(times[-5:]) / statistics.median(times[2:7]) if len(times) >= 10 else None,
-           "memory_growth_ratio": None, "switch_overhead_ratio": None, "switch_latency_blocks": None,
+           "memory_growth_ratio": None, "switch_overhead_ratio": None, "switch_block_ratio": None,
+           "switch_latency_blocks": None,
            "teacher_speedup": None, "codec_decode_fps": None, "codec_encode_fps": None,
            "note": "DiT only (denoise + commit), random bf16 weights; no VAE or H.264"}
     if device.startswith("cuda"):
@@ -271,6 +279,15 @@ def run(args: argparse.Namespace) -> int:
             gen = StreamingGenerator.random(preset, codec, device=args.device)
         else:
             gen = StreamingGenerator.from_pretrained(ckpt, args.codec_folder, device=args.device)
+        if args.switch_guidance is not None:
+            try:
+                stream = dataclasses.replace(gen.preset.stream, switch_guidance=args.switch_guidance)
+            except ValueError as e:
+                print(f"error: --switch-guidance: {e}", file=sys.stderr)
+                return 2
+            gen = StreamingGenerator(gen.model, gen.codec, gen.preset, device=args.device,
+                                     checkpoint_sha=gen.checkpoint_sha, stream=stream)
+        result["switch_guidance"] = gen.preset.stream.switch_guidance
         result["checkpoint_sha"] = gen.checkpoint_sha
         _log("codec throughput ...")
         result.update(bench_codec(gen.codec, gen.resolution, args.device))
