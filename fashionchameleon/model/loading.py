@@ -188,7 +188,7 @@ def shipped_configs() -> list[tuple[Path, dict[str, Any]]]:
 
 def shipped_tiny_codecs() -> list[tuple[Path, dict[str, Any], bool]]:
     """(folder, config.json, tuned) of every shipped tiny codec, untuned ones first, then by name. A tuned
-    decoder (`train-codec --decoder-only`) keeps its base's latent space: ``latent_sha256`` names it."""
+    decoder (`train-codec --tune-decoder`) keeps its base's latent space: ``latent_sha256`` names it."""
     found = [(folder, meta, meta.get("latent_sha256", meta.get("sha256")) != meta.get("sha256"))
              for folder, meta in shipped_configs() if meta.get("codec") == "tiny"]
     return sorted(found, key=lambda fmt: fmt[2])     # stable: name order kept within each group
