@@ -76,15 +76,20 @@ def _dist() -> tuple[int, int]:
     return (torch.distributed.get_rank() if world > 1 else 0), world
 
 
-def check_checkpoint_latents(checkpoints: list[tuple[str, dict]], codec: Path) -> None:
-    """``--init`` and ``--teacher`` (name, metadata) must have been trained on ``--codec``'s latents. The codec
-    is loaded once, and only when a checkpoint records its codec and ``codec`` is a folder here."""
+def codec_latents(codec: str | Path) -> str | None:
+    """The latent-space hash of ``--codec`` when it is a folder here (None for a hub id)."""
     from ..model.codec import load_codec
+
+    return load_codec(codec).latent_sha256 if Path(codec).exists() else None
+
+
+def check_checkpoint_latents(checkpoints: list[tuple[str, dict]], latents: str | None, codec: str | Path) -> None:
+    """``--init`` and ``--teacher`` (name, metadata) must have been trained on ``--codec``'s latents
+    (``latents``: its hash; None skips the check)."""
     from ..model.loading import CheckpointError, require_same_latents
 
-    if not any(meta.get("codec_sha256") for _, meta in checkpoints) or not Path(codec).exists():
+    if latents is None:
         return
-    latents = load_codec(codec).latent_sha256
     try:
         for name, meta in checkpoints:
             require_same_latents(name, meta, latents, f"--codec {codec}")
@@ -93,7 +98,8 @@ def check_checkpoint_latents(checkpoints: list[tuple[str, dict]], codec: Path) -
 
 
 class Trainer:
-    def __init__(self, args: argparse.Namespace, bank=None):
+    def __init__(self, args: argparse.Namespace, bank=None, codec_sha256: str | None = None):
+        """``codec_sha256``: ``--codec``'s latent hash when the caller has loaded it (else loaded here)."""
         from ..model.dit import WanDiT
         from ..model.loading import load_checkpoint
 
@@ -135,7 +141,8 @@ class Trainer:
             checked.append((f"--teacher {args.teacher}", teacher_meta))
             self.teacher.requires_grad_(False)
             self.critic = copy.deepcopy(self.teacher).requires_grad_(True).train()
-        check_checkpoint_latents(checked, args.codec)
+        self.codec_sha256 = codec_sha256 or codec_latents(args.codec)   # checked against, and recorded at export
+        check_checkpoint_latents(checked, self.codec_sha256, args.codec)
         if args.lora:
             from .lora import apply_lora
 
@@ -287,7 +294,6 @@ class Trainer:
 
     def export(self, folder: Path, step: int) -> None:
         """The EMA weights as a checkpoint folder (every rank calls this under FSDP; rank 0 writes)."""
-        from ..model.codec import load_codec
         from ..model.dit import WanDiT
         from ..model.loading import save_checkpoint
 
@@ -305,11 +311,10 @@ class Trainer:
             from .lora import merge_lora
 
             model = merge_lora(copy.deepcopy(model))
-        codec_sha = load_codec(self.args.codec).latent_sha256 if Path(self.args.codec).exists() else None
         small = bool(self.preset.model.prompt_vocab)     # the tiny family (tiny, micro, tiny-v2-*): fp16, small shards
         save_checkpoint(folder, model, self.preset, dtype=torch.float16 if small else None,
                         max_shard_mb=9.0 if small else None,
-                        metadata={"stage": self.args.stage, "steps": step, "codec_sha256": codec_sha,
+                        metadata={"stage": self.args.stage, "steps": step, "codec_sha256": self.codec_sha256,
                                   "train_seeds": self.args.train_seeds, "mode": "bidirectional" if self.args.stage == "teacher" else "block-causal"})
 
 
@@ -345,7 +350,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: the bank holds {w}x{h} latents, {preset.name} needs "
                          f"{preset.latent_size[1]}x{preset.latent_size[0]} ({'x'.join(map(str, preset.resolution))} "
                          f"frames; a bank of another world or size?)")
-    trainer = Trainer(args, bank)
+    trainer = Trainer(args, bank, None if codec is None else codec.latent_sha256)
     run_dir = trainer.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     step = trainer.load()
