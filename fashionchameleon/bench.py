@@ -285,8 +285,7 @@ def run(args: argparse.Namespace) -> int:
             except ValueError as e:
                 print(f"error: --switch-guidance: {e}", file=sys.stderr)
                 return 2
-            gen = StreamingGenerator(gen.model, gen.codec, gen.preset, device=args.device,
-                                     checkpoint_sha=gen.checkpoint_sha, stream=stream)
+            gen = gen.with_config(stream=stream)
         result["switch_guidance"] = gen.preset.stream.switch_guidance
         result["checkpoint_sha"] = gen.checkpoint_sha
         _log("codec throughput ...")

@@ -91,7 +91,7 @@ def generator_from_args(args: argparse.Namespace):
 
     gen = StreamingGenerator.from_pretrained(args.checkpoint or DEFAULT_CHECKPOINT, args.codec)
     stream = stream_overrides(args, gen.preset.stream)
-    return StreamingGenerator(gen.model, gen.codec, gen.preset, checkpoint_sha=gen.checkpoint_sha, stream=stream)
+    return gen.with_config(stream=stream)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,7 +104,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from ..streaming.generator import DEFAULT_CHECKPOINT, StreamingGenerator
     from ..streaming.rescheduler import VARIANTS
     from ..data.world import is_heldout, parse_seeds
     from .compare import paired
@@ -143,8 +142,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: world v{args.world}'s motions {', '.join(unknown)} are prompts this model does not know",
                   file=sys.stderr)
             return 2
-        preset = dataclasses.replace(preset, world_version=args.world)
-    gen = StreamingGenerator(gen.model, gen.codec, preset, checkpoint_sha=gen.checkpoint_sha, stream=stream)
+        gen = gen.with_config(preset=dataclasses.replace(preset, world_version=args.world))
+        preset = gen.preset
     protocols = [p for p in args.protocols.split(",") if p in ("a", "b")]
     teacher = None
     if args.with_teacher:

@@ -126,6 +126,11 @@ class StreamingGenerator:
             codec = TinyCodec().to(device).eval()
         return cls(model, codec, preset, device=device, checkpoint_sha="random")
 
+    def with_config(self, *, preset: Preset | None = None, stream: StreamConfig | None = None) -> "StreamingGenerator":
+        """The same model and codec (shared, not copied) under another preset and/or streaming config."""
+        return StreamingGenerator(self.model, self.codec, preset or self.preset, device=self.device,
+                                  checkpoint_sha=self.checkpoint_sha, stream=stream, text_encoder=self.text_encoder)
+
     # -- images -> latents ---------------------------------------------------------------------------------------------
     @property
     def resolution(self) -> tuple[int, int]:
@@ -287,7 +292,8 @@ class Session:
                     self.reanchor_reference = (self.original_reference if res.last_latent is None else
                                                mix_reference(res.last_latent, self.original_reference, p.reanchor_mix,
                                                              p.reference_gate))
-                self.guided_blocks = p.guidance_blocks if p.guidance != 1.0 else 0
+                # without a refresh the "old" garment is the new one: guidance would change nothing
+                self.guided_blocks = p.guidance_blocks if p.guidance != 1.0 and p.refresh else 0
                 self.garment_label = e.label
                 t_resched += res.seconds
                 if self.policy.restart:
