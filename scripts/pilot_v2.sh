@@ -25,6 +25,7 @@
 #        CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh continue; CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh student
 #        TEACHER=assets/checkpoints/teacher-v2 TAG=-c2 CONTINUE_STEPS=3000 CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh continue
 #        (a new cosine from the committed teacher milestone: runs/teacher-tiny-v2-a-continued-c2)
+#        TAG=-c2 CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh continue-eval   (that run paired with teacher-v2)
 #        CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh student-eval   (STUDENT=assets/checkpoints/student-v2 on a fresh machine;
 #        STUDENT=$PILOT/average-tiny-v2-a: the forcing/DMD average that the student stage writes last)
 #        TEACHER=assets/checkpoints/teacher-v2 CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh student   (a fresh machine:
@@ -158,17 +159,21 @@ if [ "$what" = continue ]; then
     --out "$PILOT/teacher-$CHOSEN-continued$TAG" --save-every 50 --sample-every 500
 fi
 if [ "$what" = continue-eval ]; then
-  t=$PILOT/teacher-$CHOSEN-continued
+  t=$PILOT/teacher-$CHOSEN-continued$TAG
   [ -f "$t/config.json" ] || { echo "continue-eval: no continued teacher at $t (run the continue stage)" >&2; exit 2; }
   [ -d "$PILOT/realbench" ] || $PY scripts/make_realbench.py "$PILOT/realbench" $REAL_ARGS
   $PY -m fashionchameleon eval --real "$PILOT/realbench" --checkpoint "$t" --codec "$CODEC" --threads "$THREADS" \
-    --out "$REPORTS/realbench-$CHOSEN-continued" --json > "$REPORTS/realbench-$CHOSEN-continued.json"
+    --out "$REPORTS/realbench-$CHOSEN-continued$TAG" --json > "$REPORTS/realbench-$CHOSEN-continued$TAG.json"
   $PY -m fashionchameleon eval --checkpoint "$t" --codec "$CODEC" --with-teacher --teacher "$t" --variants full \
     --protocols a --seeds "$EVAL_SEEDS" --cases "$EVAL_CASES" --threads "$THREADS" \
-    --out "$REPORTS/switchbench-$CHOSEN-continued" --json > "$REPORTS/switchbench-$CHOSEN-continued.json"
-  for bench in switchbench realbench; do   # paired by case: continued - pilot
-    $PY -m fashionchameleon compare "$REPORTS/$bench-$CHOSEN.json" "$REPORTS/$bench-$CHOSEN-continued.json" \
-      --variant teacher --json > "$REPORTS/compare-$bench-$CHOSEN-continued.json"
+    --out "$REPORTS/switchbench-$CHOSEN-continued$TAG" --json > "$REPORTS/switchbench-$CHOSEN-continued$TAG.json"
+  # paired by case: the first continued run against the pilot's teacher; a TAGged run against the first
+  # continued one (the committed milestone teacher-v2), whose reports are kept in reports/pilot-v2
+  base=$CHOSEN; [ -n "$TAG" ] && base=$CHOSEN-continued
+  for bench in switchbench realbench; do
+    b=$REPORTS/$bench-$base.json; [ -f "$b" ] || b=reports/pilot-v2/$bench-$base.json
+    $PY -m fashionchameleon compare "$b" "$REPORTS/$bench-$CHOSEN-continued$TAG.json" \
+      --variant teacher --json > "$REPORTS/compare-$bench-$CHOSEN-continued$TAG.json"
   done
 fi
 if [ "$what" = student ]; then
