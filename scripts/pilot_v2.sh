@@ -16,12 +16,13 @@
 #   student   (after the choice; not part of `all`) CHOSEN's block-causal student: in-context teacher forcing
 #             from its teacher (the continued one once it is exported), then gradient-reweighted DMD (real
 #             score: the same teacher), as v1 was trained; then `average`
+#   forcing   the student stage's teacher forcing alone (evaluate it before spending DMD's half hour)
 #   average   the weights halfway (ALPHA) between the forcing and the GR-DMD checkpoints: $PILOT/average-CHOSEN
 #   student-eval  the student: SwitchBench on held-out world-v2 seeds (the rescheduler and its ablations) and
 #             on world-v1 seeds paired with the shipped v1 student, RealBench paired with v1, 1,000-frame runs,
 #             then bench (run it on an idle machine)
 # Everything lives under $PILOT (outside the repository); re-running the script resumes where it stopped.
-# Usage: bash scripts/pilot_v2.sh [codec|teachers|bench|eval|realbench|all|continue|continue-eval|student|average|student-eval]
+# Usage: bash scripts/pilot_v2.sh [codec|teachers|bench|eval|realbench|all|continue|continue-eval|student|forcing|average|student-eval]
 #        CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh continue; CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh student
 #        TEACHER=assets/checkpoints/teacher-v2 TAG=-c2 CONTINUE_STEPS=3000 CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh continue
 #        (a new cosine from the committed teacher milestone: runs/teacher-tiny-v2-a-continued-c2)
@@ -32,6 +33,8 @@
 #        the student from the committed teacher milestone)
 #        TAG=-f600 FORCING_STEPS=600 CHOSEN=tiny-v2-a bash scripts/pilot_v2.sh student   (a second student run,
 #        kept apart by TAG: runs/forcing-tiny-v2-a-f600, student-tiny-v2-a-f600, reports *-f600*)
+#        TEACHER=assets/checkpoints/teacher-v2 TAG=-c2-w1mix25 WORLD_MIX=0.25 FORCING_STEPS=200 CHOSEN=tiny-v2-a \
+#          bash scripts/pilot_v2.sh forcing   (a quarter of the clips from world 1's portrait crops: v1's people)
 #        SMOKE=1 CANDIDATES=tiny-v2-a PILOT=/tmp/pilot-smoke bash scripts/pilot_v2.sh all   (a few steps each)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,6 +61,7 @@ TAG=${TAG:-}                      # a second student run of CHOSEN: its own run 
 FORCING_STEPS=${FORCING_STEPS:-400}
 CONTINUE_STEPS=${CONTINUE_STEPS:-2000}
 DMD_STEPS=${DMD_STEPS:-100}
+WORLD_MIX=${WORLD_MIX:-0}         # student stages: the share of world-1 clips (train --world-mix)
 DMD_BATCH=${DMD_BATCH:-4}
 WARMUP=${WARMUP:-50}              # teachers' warm-up steps (the student's forcing uses the trainer's default)
 DMD_WARMUP=${DMD_WARMUP:-25}
@@ -144,12 +148,13 @@ if want realbench; then
       --threads "$THREADS" --out "$REPORTS/realbench-$c" --json > "$REPORTS/realbench-$c.json"
   done
 fi
-if [ "$what" = continue ] || [ "$what" = continue-eval ] || [ "$what" = student ]; then
+trains_student() { [ "$what" = student ] || [ "$what" = forcing ]; }
+if [ "$what" = continue ] || [ "$what" = continue-eval ] || trains_student; then
   [ -n "$CHOSEN" ] || { echo "$what: set CHOSEN to the pilot's choice (e.g. CHOSEN=tiny-v2-a)" >&2; exit 2; }
   teacher=$PILOT/teacher-$CHOSEN
   # the student's teacher: TEACHER if given, else the continued one once exported, else the pilot's
-  [ "$what" = student ] && [ -f "$PILOT/teacher-$CHOSEN-continued/config.json" ] && teacher=$PILOT/teacher-$CHOSEN-continued
-  [ "$what" = student ] && [ -n "${TEACHER:-}" ] && teacher=$TEACHER
+  trains_student && [ -f "$PILOT/teacher-$CHOSEN-continued/config.json" ] && teacher=$PILOT/teacher-$CHOSEN-continued
+  trains_student && [ -n "${TEACHER:-}" ] && teacher=$TEACHER
   [ -f "$teacher/config.json" ] || { echo "$what: no teacher at $teacher (run the teachers stage)" >&2; exit 2; }
 fi
 if [ "$what" = continue ]; then
@@ -176,18 +181,21 @@ if [ "$what" = continue-eval ]; then
       --variant teacher --json > "$REPORTS/compare-$bench-$CHOSEN-continued$TAG.json"
   done
 fi
-if [ "$what" = student ]; then
-  echo "student: teacher $teacher"
+if trains_student; then
+  echo "$what: teacher $teacher"
   # v1's recipe (MODEL_CARD): regression onto the teacher's trajectories first (a short full schedule: alone it
   # stays blurry), then GR-DMD, which sharpens, at v1's learning rates
   $PY -m fashionchameleon train --stage forcing --config "$CHOSEN" --init "$teacher" --codec "$CODEC" \
     --train-seeds "$TRAIN_SEEDS" --batch "$BATCH" --threads "$THREADS" --steps "$FORCING_STEPS" \
-    --run-dir "$PILOT/runs/forcing-$CHOSEN$TAG" --out "$PILOT/forcing-$CHOSEN$TAG" --save-every 25 --sample-every 0
+    --run-dir "$PILOT/runs/forcing-$CHOSEN$TAG" --out "$PILOT/forcing-$CHOSEN$TAG" --save-every 25 --sample-every 0 \
+    --world-mix "$WORLD_MIX"
+fi
+if [ "$what" = student ]; then
   $PY -m fashionchameleon train --stage dmd --config "$CHOSEN" --init "$PILOT/forcing-$CHOSEN$TAG" --teacher "$teacher" \
     --codec "$CODEC" --train-seeds "$TRAIN_SEEDS" --threads "$THREADS" --steps "$DMD_STEPS" \
     --batch "$DMD_BATCH" --lr 5e-5 --critic-lr 1e-4 --tau 0.2 \
     --warmup "$DMD_WARMUP" --run-dir "$PILOT/runs/dmd-$CHOSEN$TAG" \
-    --out "$PILOT/student-$CHOSEN$TAG" --save-every 25 --sample-every 0
+    --out "$PILOT/student-$CHOSEN$TAG" --save-every 25 --sample-every 0 --world-mix "$WORLD_MIX"
 fi
 if [ "$what" = student ] || [ "$what" = average ]; then
   [ -n "$CHOSEN" ] || { echo "$what: set CHOSEN to the pilot's choice (e.g. CHOSEN=tiny-v2-a)" >&2; exit 2; }

@@ -143,6 +143,42 @@ def test_two_step_v2_teacher_runs_and_saves_a_loadable_checkpoint(micro_assets, 
     assert y.shape == lat.shape and torch.isfinite(y).all()
 
 
+def test_a_world_mix_draws_its_share_of_world_1_crops(micro_assets, tmp_path, monkeypatch):
+    from fashionchameleon.model.loading import load_checkpoint
+
+    _, codec = micro_assets
+    monkeypatch.setenv("FASHIONCHAMELEON_RUNS", str(tmp_path / "runs"))
+    out = tmp_path / "teacher"
+    args = _args(config="micro-v2", codec=codec, train_seeds="0-5", run_dir=tmp_path / "run", steps=1, batch=2,
+                 warmup=1, save_every=1, sample_every=0, threads=1, out=out, world_mix=0.25)
+    assert trainer_mod.run(args) == 0
+    # 6 world-v2 clips and round(6 * 0.25 / 0.75) = 2 world-1 clips, the first train seeds, in one mixed bank
+    names = sorted(b.name for b in (tmp_path / "runs" / "latents").glob("*.safetensors"))
+    assert [n.split("_", 1)[1] for n in names] == ["0-1_33f_v1_32x48.safetensors", "0-5_33f_v2_32x48.safetensors"]
+    world1 = latents.LatentBank.load(tmp_path / "runs" / "latents" / names[0])
+    from fashionchameleon.data import world as world_v1
+
+    assert world1.seeds.tolist() == [0, 1] and world1.video.shape[-2:] == (6, 4)
+    assert world1.prompts == [world_v1.make_sample(s, num_frames=1, size=(32, 48)).prompt for s in (0, 1)]
+    assert load_checkpoint(out)[2]["world_mix"] == 0.25
+
+    mixed = latents.mix_banks(latents.LatentBank.load(tmp_path / "runs" / "latents" / names[1]), world1)
+    assert len(mixed) == 8 and mixed.prompts[6:] == world1.prompts
+    assert torch.equal(mixed.video[6:], world1.video)
+
+
+@pytest.mark.parametrize("kw, match", [(dict(config="micro", world_mix=0.25), "world-v2 presets"),
+                                       (dict(config="micro-v2", world_mix=0.75), r"\(0, 0.5\]"),
+                                       (dict(config="micro-v2", world_mix=0.25, bank="b.safetensors"), "--bank")])
+def test_a_world_mix_is_refused_where_it_cannot_apply(tmp_path, kw, match):
+    args = _args(codec=tmp_path / "no-codec", run_dir=tmp_path / "run", steps=1, threads=1, **kw)
+    with pytest.raises(SystemExit, match=match):
+        trainer_mod.run(args)
+    assert latents.other_world_count(3000, 0.25) == 1000 and latents.other_world_count(10, 0.0) == 0
+    with pytest.raises(ValueError):
+        latents.other_world_count(10, 1.0)
+
+
 def test_a_bank_of_another_size_is_refused(tmp_path):
     from fashionchameleon.training.latents import LatentBank
 

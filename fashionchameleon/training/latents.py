@@ -41,7 +41,7 @@ def _encode_seed(args) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
 
 def bank_path(root: Path, codec_sha: str, seeds: list[int], frames: int, size: Size, version: int = 1) -> Path:
     stem = f"{codec_sha[:16]}_{seeds[0]}-{seeds[-1]}_{frames}f"
-    if version == 1:    # v1 keeps its original names: banks already built stay valid
+    if version == 1 and isinstance(size, int):    # v1 squares keep their original names: built banks stay valid
         return root / f"{stem}_{size}px.safetensors"
     w, h = size
     return root / f"{stem}_v{version}_{w}x{h}.safetensors"
@@ -96,3 +96,23 @@ def build_or_load_bank(codec_dir: str | os.PathLike, codec_sha: str, seeds, fram
     bank.save(path)
     shutil.rmtree(parts_dir, ignore_errors=True)
     return bank
+
+
+def other_world_count(main_clips: int, fraction: float) -> int:
+    """How many other-world clips make ``fraction`` of a uniformly drawn batch when ``main_clips`` are the rest."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"a world mix is a fraction in [0, 1), got {fraction}")
+    return round(main_clips * fraction / (1.0 - fraction))
+
+
+def mix_banks(main: LatentBank, other: LatentBank) -> LatentBank:
+    """One bank of both worlds' clips (same latent shape): uniform batches then draw each in proportion."""
+    if main.video.shape[1:] != other.video.shape[1:]:
+        raise ValueError(f"banks of different latent shapes: {tuple(main.video.shape[1:])} and "
+                         f"{tuple(other.video.shape[1:])}")
+    if (main.text is None) != (other.text is None):
+        raise ValueError("one bank has text embeddings and the other does not")
+    text = None if main.text is None else torch.cat([main.text, other.text])
+    return LatentBank(torch.cat([main.seeds, other.seeds]), torch.cat([main.video, other.video]),
+                      torch.cat([main.reference, other.reference]), torch.cat([main.garment, other.garment]),
+                      main.prompts + other.prompts, text, dict(main.metadata))

@@ -48,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--codec", type=Path, default=Path("assets/checkpoints/codec"))
     p.add_argument("--train-seeds", default="0-2999", help="training seeds A-B (must lie in 0-499,999)")
     p.add_argument("--bank", type=Path, default=None, help="a pre-encoded latent bank file (default: built from --train-seeds)")
+    p.add_argument("--world-mix", type=float, default=0.0, metavar="FRACTION",
+                   help="world-v2 presets: this share of the clips comes from world 1 (centre-cropped to the "
+                        "preset's portrait, the first train seeds), so the model keeps v1's people too (0-0.5)")
     p.add_argument("--run-dir", type=Path, default=None, help="default ~/.cache/fashionchameleon/runs/<stage>-<config>")
     p.add_argument("--out", type=Path, default=None, help="export the EMA weights here at the end (a checkpoint folder)")
     p.add_argument("--save-every", type=int, default=100)
@@ -312,10 +315,29 @@ class Trainer:
 
             model = merge_lora(copy.deepcopy(model))
         small = bool(self.preset.model.prompt_vocab)     # the tiny family (tiny, micro, tiny-v2-*): fp16, small shards
+        metadata = {"stage": self.args.stage, "steps": step, "codec_sha256": self.codec_sha256,
+                    "train_seeds": self.args.train_seeds,
+                    "mode": "bidirectional" if self.args.stage == "teacher" else "block-causal"}
+        if getattr(self.args, "world_mix", 0.0):
+            metadata["world_mix"] = self.args.world_mix
         save_checkpoint(folder, model, self.preset, dtype=torch.float16 if small else None,
-                        max_shard_mb=9.0 if small else None,
-                        metadata={"stage": self.args.stage, "steps": step, "codec_sha256": self.codec_sha256,
-                                  "train_seeds": self.args.train_seeds, "mode": "bidirectional" if self.args.stage == "teacher" else "block-causal"})
+                        max_shard_mb=9.0 if small else None, metadata=metadata)
+
+
+def _world_mix_problem(args: argparse.Namespace, preset: Preset) -> str | None:
+    """Why ``--world-mix`` cannot apply to this run (None when it can)."""
+    from ..data import world as world_v1
+
+    if not 0.0 < args.world_mix <= 0.5:
+        return f"a share in (0, 0.5], got {args.world_mix}"
+    if args.bank is not None:
+        return "mixes the banks it builds from --train-seeds, not a pre-encoded --bank"
+    if preset.world_version != 2:
+        return f"{preset.name} trains on world {preset.world_version}; the mix adds world 1 to world-v2 presets"
+    unknown = [m for m in world_v1.MOTIONS if m not in preset.model.prompt_vocab]
+    if unknown:
+        return f"world 1's motions {', '.join(unknown)} are prompts {preset.name} does not know"
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -323,9 +345,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data.world import parse_seeds
     from ..model.codec import load_codec
-    from .latents import build_or_load_bank
-
-    from .latents import LatentBank
+    from .latents import LatentBank, build_or_load_bank, mix_banks, other_world_count
 
     torch.set_num_threads(args.threads)
     codec = load_codec(args.codec) if Path(args.codec).exists() else None
@@ -334,14 +354,23 @@ def run(args: argparse.Namespace) -> int:
         world_version, world_size = preset.training_world()
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
+    if getattr(args, "world_mix", 0.0):
+        problem = _world_mix_problem(args, preset)
+        if problem:
+            raise SystemExit(f"error: --world-mix: {problem}")
     if args.bank is not None:
         bank = LatentBank.load(args.bank)
     elif codec is None:
         raise SystemExit(f"error: no codec at {args.codec} (train it first: python -m fashionchameleon train-codec)")
     else:
-        bank = build_or_load_bank(args.codec, codec.latent_sha256, parse_seeds(args.train_seeds),
-                                  frames=1 + 4 * (preset.train_latent_frames - 1), size=world_size,
+        seeds = parse_seeds(args.train_seeds)
+        frames = 1 + 4 * (preset.train_latent_frames - 1)
+        bank = build_or_load_bank(args.codec, codec.latent_sha256, seeds, frames=frames, size=world_size,
                                   version=world_version)
+        if getattr(args, "world_mix", 0.0):
+            bank = mix_banks(bank, build_or_load_bank(args.codec, codec.latent_sha256,
+                                                      seeds[:other_world_count(len(seeds), args.world_mix)],
+                                                      frames=frames, size=world_size, version=1))
     if bank.video.shape[1] != preset.latent_channels:
         raise SystemExit(f"error: the bank holds {bank.video.shape[1]}-channel latents, {preset.name} needs "
                          f"{preset.latent_channels} (build it with `bank --config {preset.name}`)")
