@@ -318,7 +318,7 @@ class Trainer:
         metadata = {"stage": self.args.stage, "steps": step, "codec_sha256": self.codec_sha256,
                     "train_seeds": self.args.train_seeds,
                     "mode": "bidirectional" if self.args.stage == "teacher" else "block-causal"}
-        if getattr(self.args, "world_mix", 0.0):
+        if self.args.world_mix:
             metadata["world_mix"] = self.args.world_mix
         save_checkpoint(folder, model, self.preset, dtype=torch.float16 if small else None,
                         max_shard_mb=9.0 if small else None, metadata=metadata)
@@ -354,7 +354,7 @@ def run(args: argparse.Namespace) -> int:
         world_version, world_size = preset.training_world()
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
-    if getattr(args, "world_mix", 0.0):
+    if args.world_mix:
         problem = _world_mix_problem(args, preset)
         if problem:
             raise SystemExit(f"error: --world-mix: {problem}")
@@ -367,7 +367,7 @@ def run(args: argparse.Namespace) -> int:
         frames = 1 + 4 * (preset.train_latent_frames - 1)
         bank = build_or_load_bank(args.codec, codec.latent_sha256, seeds, frames=frames, size=world_size,
                                   version=world_version)
-        if getattr(args, "world_mix", 0.0):
+        if args.world_mix:
             bank = mix_banks(bank, build_or_load_bank(args.codec, codec.latent_sha256,
                                                       seeds[:other_world_count(len(seeds), args.world_mix)],
                                                       frames=frames, size=world_size, version=1))
