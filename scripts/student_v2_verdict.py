@@ -1,0 +1,125 @@
+"""Issue 17's selection and ship rule for one v2 student lineage (forcing, GR-DMD, their average), as code.
+
+    python scripts/student_v2_verdict.py PILOT TAG [--out DIR]
+    e.g. python scripts/student_v2_verdict.py ~/.cache/fashionchameleon/pilot-v2 -c2-w1mix50
+
+Both halves were written down before any of these results: the ship rule in session 10 (MODEL_CARD, "Not
+shipped"), the selection among a lineage's stages in session 13.
+
+Selection, on world-v2 *training* seeds 1000-1015 (full, protocol a, 16 cases): among the checkpoints whose
+outside PSNR is not significantly worse than the best one's (paired interval wholly below 0), the lowest garment
+colour error; the average wins a tie (its colour interval against the lowest includes 0).
+
+Ship the chosen one only if, paired case by case on held-out inputs:
+  RealBench vs v1 (reports/pilot-v2/realbench-v1.json): fidelity ratio better and token grid better (intervals
+    exclude 0), garment landing not worse;
+  world-1 seeds 500000-500015 vs the shipped v1 (reports/switchbench.json): colour and outside PSNR not worse;
+  world-v2 seeds 500000-500015: colour not worse than session 13's forcing student
+    (reports/pilot-v2/switchbench-forcing-tiny-v2-a-c2.json).
+"Not worse" means the interval is not wholly on the worse side. Prints one JSON verdict; every eval and compare
+file it reads is kept under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+CODEC = "assets/checkpoints/codec-v2"
+TUNING_SEEDS = "1000-1015"     # world-v2 training seeds: choosing among a lineage never touches held-out ones
+HELD_OUT_SEEDS = "500000-500015"
+STAGES = ("forcing", "student", "average")   # $PILOT/<stage>-tiny-v2-a<TAG>
+
+
+def cli(args: list[str], out: Path) -> dict:
+    """Run `python -m fashionchameleon ARGS --json`, keep its JSON at OUT (reused when present)."""
+    if not out.exists():
+        result = subprocess.run([sys.executable, "-m", "fashionchameleon", *args, "--json"],
+                                check=True, capture_output=True, text=True)
+        out.write_text(result.stdout)
+    return json.loads(out.read_text())
+
+
+def switchbench(checkpoint: Path, seeds: str, out: Path, world: int = 2) -> dict:
+    return cli(["eval", "--checkpoint", str(checkpoint), "--codec", CODEC, "--variants", "full", "--protocols", "a",
+                "--seeds", seeds, "--cases", "16", "--threads", "2", "--world", str(world)], out)
+
+
+def interval(comparison: dict, metric: str) -> tuple[float, float]:
+    section = comparison.get("protocol_a") or comparison["realbench"]
+    low, high = section[metric]["diff_ci"]
+    return float(low), float(high)
+
+
+def select(pilot: Path, tag: str, out: Path) -> tuple[str, dict]:
+    reports = {s: out / f"tuning-{s}.json" for s in STAGES}
+    for stage in STAGES:
+        switchbench(pilot / f"{stage}-tiny-v2-a{tag}", TUNING_SEEDS, reports[stage])
+    rows = {s: json.loads(reports[s].read_text())["rows"]["full"] for s in STAGES}
+    best_psnr = max(STAGES, key=lambda s: rows[s]["outside_psnr"])
+    eligible = [best_psnr]
+    for stage in STAGES:
+        if stage != best_psnr:
+            c = cli(["compare", str(reports[best_psnr]), str(reports[stage])], out / f"tuning-{best_psnr}-{stage}.json")
+            if interval(c, "outside_psnr")[1] >= 0:
+                eligible.append(stage)
+    lowest = min(eligible, key=lambda s: rows[s]["garment_color_error"])
+    chosen = lowest
+    if lowest != "average" and "average" in eligible:
+        c = cli(["compare", str(reports[lowest]), str(reports["average"])], out / f"tuning-{lowest}-average.json")
+        if interval(c, "garment_color_error")[0] <= 0:
+            chosen = "average"
+    summary = {s: {"colour": rows[s]["garment_color_error"], "outside_psnr": rows[s]["outside_psnr"],
+                   "eligible": s in eligible} for s in STAGES}
+    return chosen, summary
+
+
+def ship_checks(checkpoint: Path, out: Path, realbench: Path) -> dict:
+    if not realbench.is_dir():
+        subprocess.run([sys.executable, "scripts/make_realbench.py", str(realbench)], check=True)
+    cli(["eval", "--real", str(realbench), "--checkpoint", str(checkpoint), "--codec", CODEC,
+                "--threads", "2"], out / "realbench.json")
+    real_c = cli(["compare", "reports/pilot-v2/realbench-v1.json", str(out / "realbench.json")],
+                 out / "compare-realbench-v1.json")
+    switchbench(checkpoint, HELD_OUT_SEEDS, out / "world1.json", world=1)
+    w1 = cli(["compare", "reports/switchbench.json", str(out / "world1.json")], out / "compare-world1-v1.json")
+    switchbench(checkpoint, HELD_OUT_SEEDS, out / "world2.json")
+    w2 = cli(["compare", "reports/pilot-v2/switchbench-forcing-tiny-v2-a-c2.json", str(out / "world2.json")],
+             out / "compare-world2-forcing-c2.json")
+    checks = {
+        "realbench_fidelity_ratio_better": interval(real_c, "fidelity_ratio")[0] > 0,
+        "realbench_grid_better": interval(real_c, "grid_visibility")[1] < 0,
+        "realbench_landing_not_worse": interval(real_c, "landing_gain")[1] >= 0,
+        "world1_colour_not_worse": interval(w1, "garment_color_error")[0] <= 0,
+        "world1_outside_psnr_not_worse": interval(w1, "outside_psnr")[1] >= 0,
+        "world2_colour_not_worse_than_forcing_c2": interval(w2, "garment_color_error")[0] <= 0,
+    }
+    figures = {name: {m: {"a": c[sec][m]["a"], "b": c[sec][m]["b"], "diff_ci": c[sec][m]["diff_ci"]}
+                      for m in metrics}
+               for name, c, sec, metrics in [
+                   ("realbench_vs_v1", real_c, "realbench", ("fidelity_ratio", "grid_visibility", "landing_gain")),
+                   ("world1_vs_v1", w1, "protocol_a", ("garment_color_error", "outside_psnr", "switch_latency_frames")),
+                   ("world2_vs_forcing_c2", w2, "protocol_a", ("garment_color_error", "outside_psnr"))]}
+    return {"checks": checks, "ship": all(checks.values()), "figures": figures}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("pilot", type=Path, help="the pilot folder (scripts/pilot_v2.sh's PILOT)")
+    parser.add_argument("tag", help="the student run's TAG, e.g. -c2-w1mix50")
+    parser.add_argument("--out", type=Path, help="where the evals go (default PILOT/reports/verdict<TAG>)")
+    args = parser.parse_args()
+    out = args.out or args.pilot / "reports" / f"verdict{args.tag}"
+    out.mkdir(parents=True, exist_ok=True)
+    chosen, tuning = select(args.pilot, args.tag, out)
+    verdict = {"tag": args.tag, "tuning_seeds": TUNING_SEEDS, "tuning": tuning, "chosen": chosen}
+    verdict.update(ship_checks(args.pilot / f"{chosen}-tiny-v2-a{args.tag}", out, args.pilot / "realbench"))
+    (out / "verdict.json").write_text(json.dumps(verdict, indent=1))
+    print(json.dumps(verdict))
+
+
+if __name__ == "__main__":
+    main()
