@@ -1,7 +1,8 @@
 """Issue 17's selection and ship rule for one v2 student lineage (forcing, GR-DMD, their average), as code.
 
-    python scripts/student_v2_verdict.py PILOT TAG [--out DIR]
-    e.g. python scripts/student_v2_verdict.py ~/.cache/fashionchameleon/pilot-v2 -c2-w1mix50
+    python scripts/student_v2_verdict.py [--out DIR] PILOT -- TAG
+    e.g. python scripts/student_v2_verdict.py ~/.cache/fashionchameleon/pilot-v2 -- -c2-w1mix50
+    (`--`: a TAG starts with a dash, as scripts/pilot_v2.sh's do)
 
 Both halves were written down before any of these results: the ship rule in session 10 (MODEL_CARD, "Not
 shipped"), the selection among a lineage's stages in session 13.
