@@ -29,23 +29,34 @@ import subprocess
 import sys
 from pathlib import Path
 
-CODEC = "assets/checkpoints/codec-v2"
+from fashionchameleon.eval.compare import compare
+from fashionchameleon.eval.switchbench import nan_to_none
+
+ROOT = Path(__file__).resolve().parents[1]     # the reports and the codec below are the repository's
+CODEC = str(ROOT / "assets/checkpoints/codec-v2")
 TUNING_SEEDS = "1000-1015"     # world-v2 training seeds: choosing among a lineage never touches held-out ones
 HELD_OUT_SEEDS = "500000-500015"
 STAGES = ("forcing", "student", "average")   # $PILOT/<stage>-tiny-v2-a<TAG>
 
 
-def cli(args: list[str], out: Path) -> dict:
-    """Run `python -m fashionchameleon ARGS --json`, keep its JSON at OUT (reused when present)."""
+def evaluate(args: list[str], out: Path) -> dict:
+    """Run `python -m fashionchameleon eval ARGS --json`, keep its JSON at OUT (reused when present)."""
     if not out.exists():
-        result = subprocess.run([sys.executable, "-m", "fashionchameleon", *args, "--json"],
+        result = subprocess.run([sys.executable, "-m", "fashionchameleon", "eval", *args, "--json"],
                                 check=True, capture_output=True, text=True)
         out.write_text(result.stdout)
     return json.loads(out.read_text())
 
 
+def compared(a: Path, b: Path, out: Path) -> dict:
+    """`compare A B` (intervals of B - A), kept at OUT (reused when present)."""
+    if not out.exists():
+        out.write_text(json.dumps(nan_to_none(compare(json.loads(a.read_text()), json.loads(b.read_text())))))
+    return json.loads(out.read_text())
+
+
 def switchbench(checkpoint: Path, seeds: str, out: Path, world: int = 2) -> dict:
-    return cli(["eval", "--checkpoint", str(checkpoint), "--codec", CODEC, "--variants", "full", "--protocols", "a",
+    return evaluate([ "--checkpoint", str(checkpoint), "--codec", CODEC, "--variants", "full", "--protocols", "a",
                 "--seeds", seeds, "--cases", "16", "--threads", "2", "--world", str(world)], out)
 
 
@@ -64,13 +75,13 @@ def select(pilot: Path, tag: str, out: Path) -> tuple[str, dict]:
     eligible = [best_psnr]
     for stage in STAGES:
         if stage != best_psnr:
-            c = cli(["compare", str(reports[best_psnr]), str(reports[stage])], out / f"tuning-{best_psnr}-{stage}.json")
+            c = compared(reports[best_psnr], reports[stage], out / f"tuning-{best_psnr}-{stage}.json")
             if interval(c, "outside_psnr")[1] >= 0:
                 eligible.append(stage)
     lowest = min(eligible, key=lambda s: rows[s]["garment_color_error"])
     chosen = lowest
     if lowest != "average" and "average" in eligible:
-        c = cli(["compare", str(reports[lowest]), str(reports["average"])], out / f"tuning-{lowest}-average.json")
+        c = compared(reports[lowest], reports["average"], out / f"tuning-{lowest}-average.json")
         if interval(c, "garment_color_error")[0] <= 0:
             chosen = "average"
     summary = {s: {"colour": rows[s]["garment_color_error"], "outside_psnr": rows[s]["outside_psnr"],
@@ -80,16 +91,16 @@ def select(pilot: Path, tag: str, out: Path) -> tuple[str, dict]:
 
 def ship_checks(checkpoint: Path, out: Path, realbench: Path) -> dict:
     if not realbench.is_dir():
-        subprocess.run([sys.executable, "scripts/make_realbench.py", str(realbench)], check=True)
-    cli(["eval", "--real", str(realbench), "--checkpoint", str(checkpoint), "--codec", CODEC,
-                "--threads", "2"], out / "realbench.json")
-    real_c = cli(["compare", "reports/pilot-v2/realbench-v1.json", str(out / "realbench.json")],
-                 out / "compare-realbench-v1.json")
+        subprocess.run([sys.executable, str(ROOT / "scripts/make_realbench.py"), str(realbench)], check=True)
+    evaluate(["--real", str(realbench), "--checkpoint", str(checkpoint), "--codec", CODEC, "--threads", "2"],
+             out / "realbench.json")
+    real_c = compared(ROOT / "reports/pilot-v2/realbench-v1.json", out / "realbench.json",
+                      out / "compare-realbench-v1.json")
     switchbench(checkpoint, HELD_OUT_SEEDS, out / "world1.json", world=1)
-    w1 = cli(["compare", "reports/switchbench.json", str(out / "world1.json")], out / "compare-world1-v1.json")
+    w1 = compared(ROOT / "reports/switchbench.json", out / "world1.json", out / "compare-world1-v1.json")
     switchbench(checkpoint, HELD_OUT_SEEDS, out / "world2.json")
-    w2 = cli(["compare", "reports/pilot-v2/switchbench-forcing-tiny-v2-a-c2.json", str(out / "world2.json")],
-             out / "compare-world2-forcing-c2.json")
+    w2 = compared(ROOT / "reports/pilot-v2/switchbench-forcing-tiny-v2-a-c2.json", out / "world2.json",
+                  out / "compare-world2-forcing-c2.json")
     checks = {
         "realbench_fidelity_ratio_better": interval(real_c, "fidelity_ratio")[0] > 0,
         "realbench_grid_better": interval(real_c, "grid_visibility")[1] < 0,
