@@ -56,8 +56,8 @@ def compared(a: Path, b: Path, out: Path) -> dict:
 
 
 def switchbench(checkpoint: Path, seeds: str, out: Path, world: int = 2) -> dict:
-    return evaluate([ "--checkpoint", str(checkpoint), "--codec", CODEC, "--variants", "full", "--protocols", "a",
-                "--seeds", seeds, "--cases", "16", "--threads", "2", "--world", str(world)], out)
+    return evaluate(["--checkpoint", str(checkpoint), "--codec", CODEC, "--variants", "full", "--protocols", "a",
+                     "--seeds", seeds, "--cases", "16", "--threads", "2", "--world", str(world)], out)
 
 
 def interval(comparison: dict, metric: str) -> tuple[float, float]:
