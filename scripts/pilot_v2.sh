@@ -65,6 +65,7 @@ WORLD_MIX=${WORLD_MIX:-0}         # student stages: the share of world-1 clips (
 DMD_BATCH=${DMD_BATCH:-4}
 WARMUP=${WARMUP:-50}              # teachers' warm-up steps (the student's forcing uses the trainer's default)
 DMD_WARMUP=${DMD_WARMUP:-25}
+ANCHOR=${ANCHOR:-0}              # student stage: GR-DMD's regression anchor (train --anchor; 0: plain GR-DMD)
 ALPHA=${ALPHA:-0.5}               # `average`: GR-DMD's share of the weights averaged with teacher forcing's
 CODEC_EVAL_SEEDS=${CODEC_EVAL_SEEDS:-500000-500031}
 if [ "${SMOKE:-0}" = 1 ]; then   # proves the commands run: a few steps, a few clips, one case
@@ -195,7 +196,7 @@ if [ "$what" = student ]; then
     --codec "$CODEC" --train-seeds "$TRAIN_SEEDS" --threads "$THREADS" --steps "$DMD_STEPS" \
     --batch "$DMD_BATCH" --lr 5e-5 --critic-lr 1e-4 --tau 0.2 \
     --warmup "$DMD_WARMUP" --run-dir "$PILOT/runs/dmd-$CHOSEN$TAG" \
-    --out "$PILOT/student-$CHOSEN$TAG" --save-every 25 --sample-every 0 --world-mix "$WORLD_MIX"
+    --out "$PILOT/student-$CHOSEN$TAG" --save-every 25 --sample-every 0 --world-mix "$WORLD_MIX" --anchor "$ANCHOR"
 fi
 if [ "$what" = student ] || [ "$what" = average ]; then
   [ -n "$CHOSEN" ] || { echo "$what: set CHOSEN to the pilot's choice (e.g. CHOSEN=tiny-v2-a)" >&2; exit 2; }

@@ -122,6 +122,37 @@ def test_one_step_lowers_the_loss_on_a_fixed_batch(tmp_path, stage):
     assert after.item() < before.item()
 
 
+def test_dmd_anchor_adds_the_weighted_forcing_loss_on_the_batch(tmp_path):
+    from fashionchameleon.training.objectives import TeacherForcing
+
+    t = teacher_checkpoint(tmp_path)
+    common = ["--teacher", str(t), "--init", str(t)]
+    plain = trainer_mod.Trainer(parse(cli_args(tmp_path, "dmd", *common)), LatentBank.load(tmp_path / "bank.safetensors"))
+    anchored = trainer_mod.Trainer(parse(cli_args(tmp_path, "dmd", *common, "--anchor", "0.5")), plain.bank)
+    batch = {**plain.bank.batch(0, 4), "rows": slice(None), "global_batch": 4}
+    loss, logs = anchored.objective(batch, step_generator(0, 3))
+    # the same draws: DMD's part first, then the forcing loss from where DMD left the generator
+    gen = step_generator(0, 3)
+    x, target, w, _ = plain.objective.targets(batch, gen)
+    dmd = plain.objective.surrogate(x, target, w)
+    forcing, _ = TeacherForcing(plain.model, plain.preset)(batch, gen)
+    assert forcing.item() > 0
+    assert logs["dmd_loss"] == pytest.approx(dmd.item(), rel=1e-5)
+    assert logs["anchor_loss"] == pytest.approx(forcing.item(), rel=1e-5)
+    assert loss.item() == pytest.approx(dmd.item() + 0.5 * forcing.item(), rel=1e-5)
+    # the anchor's gradient reaches the student
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in anchored.model.parameters())
+
+
+@pytest.mark.parametrize("argv", [["--stage", "forcing", "--anchor", "0.5"], ["--stage", "dmd", "--anchor", "-1"],
+                                  ["--stage", "dmd", "--anchor", "nan"]])
+def test_anchor_outside_dmd_or_negative_is_refused(tmp_path, argv):
+    args = parse(cli_args(tmp_path, "dmd")[2:] + argv)
+    with pytest.raises(SystemExit, match="--anchor"):
+        trainer_mod.run(args)
+
+
 def test_exact_resume_after_interruption(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

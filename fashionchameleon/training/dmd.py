@@ -14,6 +14,10 @@ the DMD step -- frames the teacher would move a lot are the ones it finds unlike
 
 Rollouts are longer than the teacher's clip (``rollout_blocks``), so the student learns to extrapolate with
 the rolling cache; the scored window starts at a random block.
+
+Regression anchor (beyond the paper, off by default): ``anchor`` > 0 adds that weight times the teacher-forcing
+loss on the batch's own clips. DMD alone matches the teacher's distribution of garments and trades the scene
+around them for it (outside PSNR falls on every v2 run); the clips pin the student to copying its reference.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from ..model.dit import WanDiT
 from ..model.kv_cache import WindowPolicy
 from ..model.schedule import stream_sigmas
 from .flow import Conditions, add_noise, bidirectional_velocity, guided_velocity, shift_sigma
-from .objectives import conditions_of, rand_rows, randn_rows, text_of
+from .objectives import TeacherForcing, conditions_of, rand_rows, randn_rows, text_of
 
 
 def frame_weights(rewards: torch.Tensor, tau: float) -> torch.Tensor:
@@ -43,9 +47,12 @@ def frame_weights(rewards: torch.Tensor, tau: float) -> torch.Tensor:
 class GradientReweightedDMD(torch.nn.Module):
     def __init__(self, model: WanDiT, preset: Preset, teacher: WanDiT, critic: WanDiT, *, tau: float = 0.2,
                  guidance: float = 3.0, critic_steps: int = 2, critic_lr: float = 4e-5,
-                 rollout_blocks: int | None = None, shift: float = 3.0):
+                 rollout_blocks: int | None = None, shift: float = 3.0, anchor: float = 0.0):
         super().__init__()
         self.model = model                      # the only trainable submodule (DDP wraps this module)
+        self.anchor = anchor
+        # the forcing objective shares the student (not a submodule of its own: one model, one DDP tree)
+        self.__dict__["forcing"] = TeacherForcing(model, preset) if anchor > 0 else None
         self.preset, self.tau, self.guidance, self.shift = preset, tau, guidance, shift
         self.critic_steps = critic_steps
         # teacher and critic are kept out of the module tree so DDP of the generator step ignores them
@@ -160,4 +167,9 @@ class GradientReweightedDMD(torch.nn.Module):
     def forward(self, batch: dict, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
         x, target, weights, logs = self.targets(batch, gen)
         loss = self.surrogate(x, target, weights)
+        logs = {"dmd_loss": loss.item(), **logs}
+        if self.forcing is not None:
+            regression, _ = self.forcing(batch, gen)
+            loss = loss + self.anchor * regression
+            logs["anchor_loss"] = regression.item()
         return loss, {"loss": loss.item(), **logs}

@@ -43,6 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="other: the reference wears another garment (the paper's mismatch); same: the clip's own "
                         "first frame (the no-mismatch ablation)")
     p.add_argument("--critic-lr", type=float, default=4e-5, help="dmd: the critic's (fake score's) learning rate")
+    p.add_argument("--anchor", type=float, default=0.0, metavar="WEIGHT",
+                   help="dmd: add WEIGHT x the teacher-forcing loss on the batch's clips (a regression anchor "
+                        "that keeps the scene; 0: plain GR-DMD)")
     p.add_argument("--init", type=Path, default=None, help="checkpoint folder to start from (forcing/dmd)")
     p.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint (dmd: real score and critic init)")
     p.add_argument("--codec", type=Path, default=Path("assets/checkpoints/codec"))
@@ -194,7 +197,7 @@ class Trainer:
         from .dmd import GradientReweightedDMD
 
         return GradientReweightedDMD(self.model, self.preset, self.teacher, self.critic, tau=self.args.tau,
-                                     critic_lr=self.args.critic_lr)
+                                     critic_lr=self.args.critic_lr, anchor=self.args.anchor)
 
     def forward_scopes(self) -> list:
         """FSDP roots a step runs inside (the networks' parameters are gathered there); empty without FSDP."""
@@ -320,6 +323,8 @@ class Trainer:
                     "mode": "bidirectional" if self.args.stage == "teacher" else "block-causal"}
         if self.args.world_mix:
             metadata["world_mix"] = self.args.world_mix
+        if self.args.stage == "dmd" and self.args.anchor:
+            metadata["anchor"] = self.args.anchor
         save_checkpoint(folder, model, self.preset, dtype=torch.float16 if small else None,
                         max_shard_mb=9.0 if small else None, metadata=metadata)
 
@@ -354,6 +359,8 @@ def run(args: argparse.Namespace) -> int:
         world_version, world_size = preset.training_world()
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
+    if args.anchor and (args.stage != "dmd" or not math.isfinite(args.anchor) or args.anchor < 0):
+        raise SystemExit("error: --anchor is a non-negative weight of the dmd stage")
     if args.world_mix:
         problem = _world_mix_problem(args, preset)
         if problem:
@@ -410,7 +417,7 @@ def run(args: argparse.Namespace) -> int:
         if step % args.save_every == 0 or step == stop_at:
             trainer.save(step)
             if trainer.rank == 0:
-                plot_curves(read_log(run_dir), [k for k in ("loss", "dmd_loss", "critic_loss") if k in logs],
+                plot_curves(read_log(run_dir), [k for k in ("loss", "dmd_loss", "anchor_loss", "critic_loss") if k in logs],
                             run_dir / "loss.png", f"{args.stage} ({trainer.preset.name})")
         # (samples run one process's forward: not with sharded networks)
         if (args.sample_every and codec is not None and step % args.sample_every == 0 and trainer.rank == 0
