@@ -61,7 +61,7 @@ TAG=${TAG:-}                      # a second student run of CHOSEN: its own run 
 FORCING_STEPS=${FORCING_STEPS:-400}
 CONTINUE_STEPS=${CONTINUE_STEPS:-2000}
 DMD_STEPS=${DMD_STEPS:-100}
-WORLD_MIX=${WORLD_MIX:-0}         # student stages: the share of world-1 clips (train --world-mix)
+WORLD_MIX=${WORLD_MIX:-0}         # student and continue stages: the share of world-1 clips (train --world-mix)
 DMD_BATCH=${DMD_BATCH:-4}
 WARMUP=${WARMUP:-50}              # teachers' warm-up steps (the student's forcing uses the trainer's default)
 DMD_WARMUP=${DMD_WARMUP:-25}
@@ -155,14 +155,14 @@ if [ "$what" = continue ] || [ "$what" = continue-eval ] || trains_student; then
   teacher=$PILOT/teacher-$CHOSEN
   # the student's teacher: TEACHER if given, else the continued one once exported, else the pilot's
   trains_student && [ -f "$PILOT/teacher-$CHOSEN-continued/config.json" ] && teacher=$PILOT/teacher-$CHOSEN-continued
-  trains_student && [ -n "${TEACHER:-}" ] && teacher=$TEACHER
+  [ -n "${TEACHER:-}" ] && teacher=$TEACHER   # continue: the teacher trained on; student: the real score
   [ -f "$teacher/config.json" ] || { echo "$what: no teacher at $teacher (run the teachers stage)" >&2; exit 2; }
 fi
 if [ "$what" = continue ]; then
   # TEACHER (e.g. the committed milestone assets/checkpoints/teacher-v2) with TAG: a further run, its own folders
-  $PY -m fashionchameleon train "${common[@]}" --config "$CHOSEN" --init "${TEACHER:-$teacher}" --steps "$CONTINUE_STEPS" \
+  $PY -m fashionchameleon train "${common[@]}" --config "$CHOSEN" --init "$teacher" --steps "$CONTINUE_STEPS" \
     --lr 2e-4 --warmup "$WARMUP" --run-dir "$PILOT/runs/teacher-$CHOSEN-continued$TAG" \
-    --out "$PILOT/teacher-$CHOSEN-continued$TAG" --save-every 50 --sample-every 500
+    --out "$PILOT/teacher-$CHOSEN-continued$TAG" --save-every 50 --sample-every 500 --world-mix "$WORLD_MIX"
 fi
 if [ "$what" = continue-eval ]; then
   t=$PILOT/teacher-$CHOSEN-continued$TAG
