@@ -127,7 +127,8 @@ def test_dmd_anchor_adds_the_weighted_forcing_loss_on_the_batch(tmp_path):
 
     t = teacher_checkpoint(tmp_path)
     common = ["--teacher", str(t), "--init", str(t)]
-    plain = trainer_mod.Trainer(parse(cli_args(tmp_path, "dmd", *common)), LatentBank.load(tmp_path / "bank.safetensors"))
+    plain = trainer_mod.Trainer(parse(cli_args(tmp_path, "dmd", *common)),
+                                LatentBank.load(tmp_path / "bank.safetensors"))
     anchored = trainer_mod.Trainer(parse(cli_args(tmp_path, "dmd", *common, "--anchor", "0.5")), plain.bank)
     batch = {**plain.bank.batch(0, 4), "rows": slice(None), "global_batch": 4}
     loss, logs = anchored.objective(batch, step_generator(0, 3))
@@ -140,9 +141,17 @@ def test_dmd_anchor_adds_the_weighted_forcing_loss_on_the_batch(tmp_path):
     assert logs["dmd_loss"] == pytest.approx(dmd.item(), rel=1e-5)
     assert logs["anchor_loss"] == pytest.approx(forcing.item(), rel=1e-5)
     assert loss.item() == pytest.approx(dmd.item() + 0.5 * forcing.item(), rel=1e-5)
-    # the anchor's gradient reaches the student
+    # and so is the gradient: the student's weights get DMD's plus half of forcing's (both models start from t)
     loss.backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in anchored.model.parameters())
+    (dmd + 0.5 * forcing).backward()
+    for pa, pb in zip(anchored.model.parameters(), plain.model.parameters()):
+        torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-4, atol=1e-7)
+    # ... which is not DMD's alone
+    x, target, w, _ = plain.objective.targets(batch, step_generator(0, 3))
+    dmd_alone = torch.autograd.grad(plain.objective.surrogate(x, target, w), list(plain.model.parameters()),
+                                    allow_unused=True)
+    assert any(g is not None and not torch.allclose(g, p.grad, atol=1e-6)
+               for g, p in zip(dmd_alone, plain.model.parameters()))
 
 
 @pytest.mark.parametrize("argv", [["--stage", "forcing", "--anchor", "0.5"], ["--stage", "dmd", "--anchor", "-1"],

@@ -417,7 +417,8 @@ def run(args: argparse.Namespace) -> int:
         if step % args.save_every == 0 or step == stop_at:
             trainer.save(step)
             if trainer.rank == 0:
-                plot_curves(read_log(run_dir), [k for k in ("loss", "dmd_loss", "anchor_loss", "critic_loss") if k in logs],
+                curves = [k for k in ("loss", "dmd_loss", "anchor_loss", "critic_loss") if k in logs]
+                plot_curves(read_log(run_dir), curves,
                             run_dir / "loss.png", f"{args.stage} ({trainer.preset.name})")
         # (samples run one process's forward: not with sharded networks)
         if (args.sample_every and codec is not None and step % args.sample_every == 0 and trainer.rank == 0
