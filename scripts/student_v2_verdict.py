@@ -7,9 +7,10 @@
 Both halves were written down before any of these results: the ship rule in session 10 (MODEL_CARD, "Not
 shipped"), the selection among a lineage's stages in session 13.
 
-Selection, on world-v2 *training* seeds 1000-1015 (full, protocol a, 16 cases): among the checkpoints whose
-outside PSNR is not significantly worse than the best one's (paired interval wholly below 0), the lowest garment
-colour error; the average wins a tie (its colour interval against the lowest includes 0).
+Selection, on world-v2 *training* seeds 1000-1015 (full, protocol a, 16 cases), among the lineage's stages that
+exist (a forcing-only run: forcing): among the checkpoints whose outside PSNR is not significantly worse than the
+best one's (paired interval wholly below 0), the lowest garment colour error; the average wins a tie (its colour
+interval against the lowest includes 0).
 
 Ship the chosen one only if, paired case by case on held-out inputs:
   RealBench vs v1 (reports/pilot-v2/realbench-v1.json): fidelity ratio better and token grid better (intervals
@@ -67,13 +68,17 @@ def interval(comparison: dict, metric: str) -> tuple[float, float]:
 
 
 def select(pilot: Path, tag: str, out: Path) -> tuple[str, dict]:
-    reports = {s: out / f"tuning-{s}.json" for s in STAGES}
-    for stage in STAGES:
+    # a lineage may stop early (e.g. teacher forcing alone): choose among the stages it has
+    stages = [s for s in STAGES if (pilot / f"{s}-tiny-v2-a{tag}" / "config.json").is_file()]
+    if not stages:
+        raise SystemExit(f"no stage of {tag!r} in {pilot} (looked for {', '.join(STAGES)})")
+    reports = {s: out / f"tuning-{s}.json" for s in stages}
+    for stage in stages:
         switchbench(pilot / f"{stage}-tiny-v2-a{tag}", TUNING_SEEDS, reports[stage])
-    rows = {s: json.loads(reports[s].read_text())["rows"]["full"] for s in STAGES}
-    best_psnr = max(STAGES, key=lambda s: rows[s]["outside_psnr"])
+    rows = {s: json.loads(reports[s].read_text())["rows"]["full"] for s in stages}
+    best_psnr = max(stages, key=lambda s: rows[s]["outside_psnr"])
     eligible = [best_psnr]
-    for stage in STAGES:
+    for stage in stages:
         if stage != best_psnr:
             c = compared(reports[best_psnr], reports[stage], out / f"tuning-{best_psnr}-{stage}.json")
             if interval(c, "outside_psnr")[1] >= 0:
@@ -85,7 +90,7 @@ def select(pilot: Path, tag: str, out: Path) -> tuple[str, dict]:
         if interval(c, "garment_color_error")[0] <= 0:
             chosen = "average"
     summary = {s: {"colour": rows[s]["garment_color_error"], "outside_psnr": rows[s]["outside_psnr"],
-                   "eligible": s in eligible} for s in STAGES}
+                   "eligible": s in eligible} for s in stages}
     return chosen, summary
 
 
