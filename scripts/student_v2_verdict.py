@@ -19,7 +19,8 @@ Ship the chosen one only if, paired case by case on held-out inputs:
   world-v2 seeds 500000-500015: colour not worse than session 13's forcing student
     (reports/pilot-v2/switchbench-forcing-tiny-v2-a-c2.json).
 "Not worse" means the interval is not wholly on the worse side. Prints one JSON verdict; every eval and compare
-file it reads is kept under --out.
+file it reads is kept under --out (the held-out ones in a folder named after the chosen stage; the verdicts up to
+session 17's forcing-only one kept them at the top) and reused when the script runs again.
 """
 
 from __future__ import annotations
@@ -133,7 +134,11 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     chosen, tuning = select(args.pilot, args.tag, out)
     verdict = {"tag": args.tag, "tuning_seeds": TUNING_SEEDS, "tuning": tuning, "chosen": chosen}
-    verdict.update(ship_checks(args.pilot / f"{chosen}-tiny-v2-a{args.tag}", out, args.pilot / "realbench"))
+    # the held-out evals go in a folder of the chosen stage: a lineage that gains stages later (forcing first, GR-DMD
+    # after) may choose another, and a file of the earlier choice must not be reused for it
+    held_out = out / chosen
+    held_out.mkdir(exist_ok=True)
+    verdict.update(ship_checks(args.pilot / f"{chosen}-tiny-v2-a{args.tag}", held_out, args.pilot / "realbench"))
     (out / "verdict.json").write_text(json.dumps(verdict, indent=1))
     print(json.dumps(verdict))
 
