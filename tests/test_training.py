@@ -1,6 +1,7 @@
 """Training stages on the `micro` preset: masks, one step lowers each loss, exact resume, 2-process DDP."""
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -177,6 +178,20 @@ def test_exact_resume_after_interruption(tmp_path):
         for name in a[key]:
             assert torch.equal(a[key][name], b[key][name]), f"{key}.{name} differs after resume"
     assert a["opt"]["state"][0]["exp_avg"].abs().sum() > 0
+
+
+def test_export_only_leaves_a_running_runs_log_and_args_alone(tmp_path):
+    """A milestone is exported while the run goes on past its last save: the records after that save and the
+    run's own arguments must survive the export (the resumed run truncates its log, not the export)."""
+    argv = cli_args(tmp_path, "teacher", "--steps", "2")
+    trainer_mod.run(parse(argv))
+    run_dir = tmp_path / "run-teacher"
+    with (run_dir / "log.jsonl").open("a") as log:       # a step logged after the last save
+        log.write(json.dumps({"step": 3, "loss": 1.0}) + "\n")
+    before = {name: (run_dir / name).read_text() for name in ("log.jsonl", "args.json")}
+    trainer_mod.run(parse(argv + ["--export-only", "--out", str(tmp_path / "milestone")]))
+    assert {name: (run_dir / name).read_text() for name in before} == before
+    assert json.loads((tmp_path / "milestone" / "config.json").read_text())["steps"] == 2
 
 
 def _run_cli(argv, nproc=None, env=None):

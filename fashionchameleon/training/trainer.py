@@ -390,18 +390,19 @@ def run(args: argparse.Namespace) -> int:
     run_dir = trainer.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     step = trainer.load()
-    if trainer.rank == 0:
-        truncate_log(run_dir, step)
-        (run_dir / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items() if k != "func"}, indent=2))
-        if step:
-            print(f"resumed {run_dir} at step {step}", file=sys.stderr)
     if args.export_only:
+        # a milestone of a run that may still be going: its log and its args.json are the run's, left as they are
         if args.out is None or step == 0:
             raise SystemExit("error: --export-only needs --out and a run folder with saved state")
         trainer.export(args.out, step)
         if trainer.rank == 0:
             print(f"exported the EMA weights of step {step} to {args.out}", file=sys.stderr)
         return 0
+    if trainer.rank == 0:
+        truncate_log(run_dir, step)
+        (run_dir / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items() if k != "func"}, indent=2))
+        if step:
+            print(f"resumed {run_dir} at step {step}", file=sys.stderr)
     bar = tqdm(total=args.steps, initial=step, desc=f"train {args.stage}", unit="step", file=sys.stderr,
                disable=trainer.rank != 0)
     stop_at = min(args.steps, step + args.stop_after) if args.stop_after else args.steps
