@@ -20,12 +20,16 @@ Ship the chosen one only if, paired case by case on held-out inputs:
     (reports/pilot-v2/switchbench-forcing-tiny-v2-a-c2.json).
 "Not worse" means the interval is not wholly on the worse side. Prints one JSON verdict; every eval and compare
 file it reads is kept under --out (the held-out ones in a folder named after the chosen stage; the verdicts up to
-session 17's forcing-only one kept them at the top) and reused when the script runs again.
+session 17's forcing-only one kept them at the top). Running again reuses an eval file only while it holds the
+same checkpoint (its checkpoint_sha matches the folder's weights: a checkpoint re-exported under the same name is
+evaluated again), and a compare file only while its two inputs are unchanged.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import json
 import subprocess
 import sys
@@ -41,25 +45,49 @@ HELD_OUT_SEEDS = "500000-500015"
 STAGES = ("forcing", "student", "average")   # $PILOT/<stage>-tiny-v2-a<TAG>
 
 
-def evaluate(args: list[str], out: Path) -> dict:
-    """Run `python -m fashionchameleon eval ARGS --json`, keep its JSON at OUT (reused when present)."""
-    if not out.exists():
-        result = subprocess.run([sys.executable, "-m", "fashionchameleon", "eval", *args, "--json"],
-                                check=True, capture_output=True, text=True)
-        out.write_text(result.stdout)
+@functools.cache
+def checkpoint_sha(checkpoint: Path) -> str:
+    """The content hash that eval records as checkpoint_sha (the generator's), from the folder's weights."""
+    from fashionchameleon.model.codec import state_sha256
+    from fashionchameleon.model.loading import load_checkpoint
+
+    model, _, _ = load_checkpoint(checkpoint)
+    return state_sha256(model.state_dict())
+
+
+def run_eval(args: list[str]) -> str:
+    return subprocess.run([sys.executable, "-m", "fashionchameleon", "eval", *args, "--json"],
+                          check=True, capture_output=True, text=True).stdout
+
+
+def evaluate(checkpoint: Path, args: list[str], out: Path) -> dict:
+    """`python -m fashionchameleon eval --checkpoint CHECKPOINT ARGS --json`, kept at OUT; reused only while it
+    holds this checkpoint's weights."""
+    if out.exists() and json.loads(out.read_text()).get("checkpoint_sha") == checkpoint_sha(checkpoint):
+        return json.loads(out.read_text())
+    if out.exists():
+        print(f"{out}: made with other weights than {checkpoint}'s now; evaluating again", file=sys.stderr)
+    out.write_text(run_eval(["--checkpoint", str(checkpoint), *args]))
     return json.loads(out.read_text())
+
+
+def inputs_sha(a: Path, b: Path) -> str:
+    return hashlib.sha256(a.read_bytes() + b"\0" + b.read_bytes()).hexdigest()
 
 
 def compared(a: Path, b: Path, out: Path) -> dict:
-    """`compare A B` (intervals of B - A), kept at OUT (reused when present)."""
-    if not out.exists():
-        out.write_text(json.dumps(nan_to_none(compare(json.loads(a.read_text()), json.loads(b.read_text())))))
-    return json.loads(out.read_text())
+    """`compare A B` (intervals of B - A), kept at OUT with a hash of both inputs; reused while they hold."""
+    key = inputs_sha(a, b)
+    if out.exists() and json.loads(out.read_text()).get("inputs_sha256") == key:
+        return json.loads(out.read_text())
+    result = nan_to_none(compare(json.loads(a.read_text()), json.loads(b.read_text())))
+    out.write_text(json.dumps({**result, "inputs_sha256": key}))
+    return result
 
 
 def switchbench(checkpoint: Path, seeds: str, out: Path, world: int = 2) -> dict:
-    return evaluate(["--checkpoint", str(checkpoint), "--codec", CODEC, "--variants", "full", "--protocols", "a",
-                     "--seeds", seeds, "--cases", "16", "--threads", "2", "--world", str(world)], out)
+    return evaluate(checkpoint, ["--codec", CODEC, "--variants", "full", "--protocols", "a", "--seeds", seeds,
+                                 "--cases", "16", "--threads", "2", "--world", str(world)], out)
 
 
 def interval(comparison: dict, metric: str) -> tuple[float, float]:
@@ -98,8 +126,7 @@ def select(pilot: Path, tag: str, out: Path) -> tuple[str, dict]:
 def ship_checks(checkpoint: Path, out: Path, realbench: Path) -> dict:
     if not realbench.is_dir():
         subprocess.run([sys.executable, str(ROOT / "scripts/make_realbench.py"), str(realbench)], check=True)
-    evaluate(["--real", str(realbench), "--checkpoint", str(checkpoint), "--codec", CODEC, "--threads", "2"],
-             out / "realbench.json")
+    evaluate(checkpoint, ["--real", str(realbench), "--codec", CODEC, "--threads", "2"], out / "realbench.json")
     real_c = compared(ROOT / "reports/pilot-v2/realbench-v1.json", out / "realbench.json",
                       out / "compare-realbench-v1.json")
     switchbench(checkpoint, HELD_OUT_SEEDS, out / "world1.json", world=1)
