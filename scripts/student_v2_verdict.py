@@ -63,12 +63,14 @@ def run_eval(args: list[str]) -> str:
 def evaluate(checkpoint: Path, args: list[str], out: Path) -> dict:
     """`python -m fashionchameleon eval --checkpoint CHECKPOINT ARGS --json`, kept at OUT; reused only while it
     holds this checkpoint's weights."""
-    if out.exists() and json.loads(out.read_text()).get("checkpoint_sha") == checkpoint_sha(checkpoint):
-        return json.loads(out.read_text())
     if out.exists():
+        held = json.loads(out.read_text())
+        if held.get("checkpoint_sha") == checkpoint_sha(checkpoint):
+            return held
         print(f"{out}: made with other weights than {checkpoint}'s now; evaluating again", file=sys.stderr)
-    out.write_text(run_eval(["--checkpoint", str(checkpoint), *args]))
-    return json.loads(out.read_text())
+    result = run_eval(["--checkpoint", str(checkpoint), *args])
+    out.write_text(result)
+    return json.loads(result)
 
 
 def inputs_sha(a: Path, b: Path) -> str:
@@ -78,8 +80,9 @@ def inputs_sha(a: Path, b: Path) -> str:
 def compared(a: Path, b: Path, out: Path) -> dict:
     """`compare A B` (intervals of B - A), kept at OUT with a hash of both inputs; reused while they hold."""
     key = inputs_sha(a, b)
-    if out.exists() and json.loads(out.read_text()).get("inputs_sha256") == key:
-        return json.loads(out.read_text())
+    held = json.loads(out.read_text()) if out.exists() else {}
+    if held.get("inputs_sha256") == key:
+        return held
     result = nan_to_none(compare(json.loads(a.read_text()), json.loads(b.read_text())))
     out.write_text(json.dumps({**result, "inputs_sha256": key}))
     return result
@@ -162,7 +165,7 @@ def main() -> None:
     chosen, tuning = select(args.pilot, args.tag, out)
     verdict = {"tag": args.tag, "tuning_seeds": TUNING_SEEDS, "tuning": tuning, "chosen": chosen}
     # the held-out evals go in a folder of the chosen stage: a lineage that gains stages later (forcing first, GR-DMD
-    # after) may choose another, and a file of the earlier choice must not be reused for it
+    # after) may choose another, and the earlier choice's files stay beside it instead of being overwritten
     held_out = out / chosen
     held_out.mkdir(exist_ok=True)
     verdict.update(ship_checks(args.pilot / f"{chosen}-tiny-v2-a{args.tag}", held_out, args.pilot / "realbench"))
