@@ -37,10 +37,11 @@ STATE = AppState(GEN, max_active=int(os.environ.get("FC_MAX_ACTIVE", "1")),
 MOTIONS = list(GEN.model.config.prompt_vocab) or ["a person walking"]
 
 NOTICE = (
-    "**About the embedded model.** The default `tiny` model was trained only on FashionChameleon's own synthetic "
-    "world (procedurally drawn people and garments, 128x128). Real photos are out of distribution: they run, "
-    "but the result will look like the synthetic world. To use a real checkpoint, see *Load a real checkpoint* in "
-    "the docs (`docs/real-checkpoints.md`)."
+    "**About the embedded model.** The default model is small (9M parameters, 112x192) and was trained on CPU, "
+    "only on FashionChameleon's own synthetic world (procedurally drawn people and garments). On a real photo it "
+    "keeps the person and the scene and paints the garment's colours over the upper body as a blocky patch, not "
+    "as cloth; a grid of 8-pixel blocks shows. To use a real checkpoint, see *Load a real checkpoint* in the docs "
+    "(`docs/real-checkpoints.md`)."
 )
 RESPONSIBLE = (
     "**Responsible use.** Only upload photos of people who agreed to it. Every generated video is labelled "

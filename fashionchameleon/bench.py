@@ -21,9 +21,10 @@ import time
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default="tiny")
+    p.add_argument("--config", default=None, help="preset (default: the checkpoint's; the embedded model's "
+                                                  "when no checkpoint is given)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the embedded tiny model; "
+    p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the embedded tiny-v2 model; "
                                                       "random weights for the real shapes)")
     p.add_argument("--codec-folder", default=None, help="codec folder (default: the shipped codec the checkpoint was trained on)")
     p.add_argument("--blocks", type=int, default=120, help="blocks streamed (chunks 10-30 are 'early', the last 20 'late')")
@@ -168,7 +169,7 @@ def bench_stream(gen, blocks: int, switch_every: int) -> dict:
             if any(e["kind"] == "switch" for e in chunk.events):
                 switch_blocks.append(t2 - t0)
             frames += len(chunk.frames)
-            if k + 1 in (20, blocks):
+            if k + 1 in (20, blocks // 2, blocks) or (k + 1) % 50 == 0:    # a curve, not two points
                 rss[k + 1] = _rss_bytes()
         for t in timers:
             t.join()
@@ -185,6 +186,8 @@ def bench_stream(gen, blocks: int, switch_every: int) -> dict:
         "first_chunk_s": first_chunk,
         "late_early_chunk_ratio": late / early,
         "memory_growth_ratio": rss[blocks] / rss[20],
+        # a leak keeps growing; allocator and encoder warm-up stop: the second half of the run tells them apart
+        "memory_growth_second_half": rss[blocks] / rss[blocks // 2],
         "switch_overhead_ratio": sw_cost / median_block,
         # the whole block a switch applies at (rescheduling, and guidance's extra passes when it is on)
         "switch_block_ratio": statistics.median(switch_blocks) / median_block if switch_blocks else None,
@@ -255,10 +258,20 @@ def bench_real_shapes(name: str, device: str, blocks: int) -> dict:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    if args.blocks < 30 and not args.codec:     # the early window is blocks 10-30, memory is read from block 20
+        print(f"error: --blocks {args.blocks}: stream at least 30 blocks", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     from .config import get_preset
+    from .model.loading import read_checkpoint_config
+    from .streaming.generator import DEFAULT_CHECKPOINT, DEFAULT_PRESET
 
-    preset = get_preset(args.config)
+    config = args.config
+    if config is None:      # the preset of the weights that will run, so the report names what it measured
+        ckpt = args.checkpoint or DEFAULT_CHECKPOINT
+        stored = read_checkpoint_config(ckpt) if os.path.isfile(os.path.join(ckpt, "config.json")) else {}
+        config = stored.get("preset", {}).get("name", DEFAULT_PRESET)
+    preset = get_preset(config)
     w, h = preset.resolution
     result = {"config": preset.name, "device": args.device, "resolution": f"{w}x{h}",
               "steps": len(preset.stream.denoise_timesteps), "block_frames": preset.stream.block_frames,
@@ -268,7 +281,7 @@ def run(args: argparse.Namespace) -> int:
         result.update(bench_real_shapes(preset.name, args.device, min(args.blocks, 30)))
         result["checkpoint_sha"] = "random"
     else:
-        from .streaming.generator import DEFAULT_CHECKPOINT, DEFAULT_CODEC, StreamingGenerator
+        from .streaming.generator import DEFAULT_CODEC, StreamingGenerator
 
         ckpt = args.checkpoint or DEFAULT_CHECKPOINT
         if args.checkpoint is None and not os.path.exists(ckpt):

@@ -12,6 +12,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def served_preset():
+    """The preset of the checkpoint app.py serves by default (its resolution and world set the examples)."""
+    from fashionchameleon.config import Preset
+    from fashionchameleon.model.loading import read_checkpoint_config
+    from fashionchameleon.streaming.generator import DEFAULT_CHECKPOINT
+
+    return Preset.from_dict(read_checkpoint_config(DEFAULT_CHECKPOINT)["preset"])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,4 +1,4 @@
-"""The app served on 127.0.0.1 with the shipped `tiny` checkpoint, driven by two gradio_client clients at
+"""The app served on 127.0.0.1 with its default (embedded) checkpoint, driven by two gradio_client clients at
 once; the streamed HLS segments are fetched and decoded with PyAV, and the garment region's colour is read
 with the world's record of the example person."""
 
@@ -12,17 +12,17 @@ import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 
-from app_server import ROOT, client_run, running_app
+from app_server import client_run, running_app, served_preset
 from fashionchameleon.app.state import examples
 from fashionchameleon.data.world import spec_for_seed
 from fashionchameleon.eval.switchbench import free_running_leakage
 
-SHIPPED = ROOT / "assets" / "checkpoints" / "tiny"
+PRESET = served_preset()                                          # what the app serves
+EX = examples(PRESET.world_size, version=PRESET.world_version)  # the app's own examples
 
 
 @pytest.fixture(scope="module")
 def server():
-    assert (SHIPPED / "config.json").exists(), "the shipped checkpoint is missing"
     with running_app({"FC_MAX_ACTIVE": "2"}) as (url, proc):      # the app's defaults: the shipped model
         yield url
 
@@ -32,10 +32,11 @@ def leakage_curve(frames: list[np.ndarray], new: int, old: int) -> np.ndarray:
     than ``new`` (0 = fully the new garment, 1 = the old one), read at model resolution."""
     from PIL import Image
 
-    small = np.stack([np.asarray(Image.fromarray(f).resize((128, 128), Image.BILINEAR)) for f in frames])
+    v = PRESET.world_version
+    small = np.stack([np.asarray(Image.fromarray(f).resize(PRESET.resolution, Image.BILINEAR)) for f in frames])
     # example person 0 and example garments k (see fashionchameleon.app.state.examples)
-    new_g, old_g = (spec_for_seed(910_000 + k).garments[0] for k in (new, old))
-    return free_running_leakage(small, spec_for_seed(900_000), new_g, old_g)
+    new_g, old_g = (spec_for_seed(910_000 + k, version=v).garments[0] for k in (new, old))
+    return free_running_leakage(small, spec_for_seed(900_000, version=v), new_g, old_g)
 
 
 def fetch_frames(playlist_url: str) -> list[np.ndarray]:
@@ -51,7 +52,7 @@ def fetch_frames(playlist_url: str) -> list[np.ndarray]:
 
 
 def test_two_clients_stream_and_switch_without_cross_talk(server):
-    ex = examples(128)
+    ex = EX
     results = {}
 
     def run(name, switch_to, seed):
@@ -65,7 +66,8 @@ def test_two_clients_stream_and_switch_without_cross_talk(server):
     assert "switch" not in status_b[-1] and "garment: garment_0" in status_b[-1]
     frames_a, frames_b = fetch_frames(playlist_a), fetch_frames(playlist_b)
     assert len(frames_a) == 48 and len(frames_b) == 48           # 3 s at 16 fps, every segment decodable
-    assert frames_a[0].shape == (512, 512, 3)                     # upscaled for display
+    w, h = PRESET.resolution
+    assert frames_a[0].shape == (512, round(w * 512 / h / 2) * 2, 3)  # upscaled for display, aspect kept
     # after the logged switch frame A's garment region moves to garment 1; B keeps wearing garment 0
     switch = int(status_a[-1].split("took effect at frame ")[1].split()[0])
     leak_a = leakage_curve(frames_a, new=1, old=0)
@@ -82,7 +84,7 @@ def test_two_clients_stream_and_switch_without_cross_talk(server):
 
 
 def test_stop_and_bad_input_over_the_api(server):
-    ex = examples(128)
+    ex = EX
     c = Client(server, verbose=False, download_files=False)
     assert "Nothing is running" in c.predict(api_name="/stop")
     with pytest.raises(Exception, match="Press Generate first"):
@@ -103,7 +105,7 @@ def test_stop_and_bad_input_over_the_api(server):
 
 
 def test_compare_over_the_api_streams_panels_side_by_side(server):
-    ex = examples(128)
+    ex = EX
     c = Client(server, verbose=False, download_files=False)
     job = c.submit(handle_file(ex.persons[0]), handle_file(ex.garments[0]), handle_file(ex.garments[1]), "walk", 0,
                    2, 1, api_name="/compare")
@@ -115,7 +117,9 @@ def test_compare_over_the_api_streams_panels_side_by_side(server):
     for v in ("full", "naive", "restart"):
         assert f"switch to garment_1 ({v}): took effect at frame 21" in final, final   # 1 s = frame 16 -> 21
     frames = fetch_frames(playlist)
-    assert len(frames) == 32 and frames[0].shape[1] > 2 * frames[0].shape[0]      # three panels, wider than tall
+    w, h = PRESET.resolution
+    height, width = frames[0].shape[:2]
+    assert len(frames) == 32 and width > 2.2 * w / h * height      # three panels: wider than two (titles add height)
 
 
 def test_files_outside_the_app_folders_cannot_be_read(server):

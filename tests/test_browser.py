@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 
-from app_server import ROOT, running_app
+from app_server import ROOT, running_app, served_preset
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -103,8 +103,9 @@ def test_playback_over_a_slow_network_and_the_compare_tab():
                                                       "uploadThroughput": -1})
         page.locator("button[role=tab]", has_text="Compare switch strategies").click()
         page.locator("#compare-go").click()
+        w, h = served_preset().resolution           # three panels side by side: wider than two
         page.wait_for_function("() => { const v = document.querySelector('#compare-video video');"
-                               " return v && v.currentTime > 0 && v.videoWidth > 2 * v.videoHeight; }",
+                               f" return v && v.currentTime > 0 && v.videoWidth > {2.2 * w / h:.3f} * v.videoHeight; }}",
                                timeout=180_000)
         page.wait_for_function("() => document.querySelector('#compare-status').innerText.includes('Done')",
                                timeout=240_000)

@@ -111,6 +111,7 @@ def test_bench_json_contract(micro_assets):
         assert key in out, key
     assert out["config"] == "micro" and out["resolution"] == "32x32" and out["steps"] == 4
     assert out["fps"] > 0 and out["switch_latency_blocks"] is not None and out["teacher_speedup"] > 1
+    assert out["memory_growth_second_half"] > 0 and set(out["rss_mb"]) == {"20", "40"}   # block 20 is also the half
     assert out["switch_block_ratio"] > 0 and out["switch_guidance"] == 1.0
     guided, _ = run_cli("bench", "--config", "micro", "--checkpoint", str(model), "--codec-folder", str(codec),
                         "--blocks", "32", "--switch-every", "7", "--no-teacher", "--switch-guidance", "3", "--threads", "1",
@@ -120,6 +121,9 @@ def test_bench_json_contract(micro_assets):
                         "--codec-folder", str(codec), "--switch-guidance", "-1"], cwd=ROOT, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 2 and "switch_guidance must be" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "fashionchameleon", "bench", "--config", "micro", "--checkpoint", str(model),
+                        "--blocks", "12"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "at least 30 blocks" in r.stderr
     codec_only, _ = run_cli("bench", "--config", "micro", "--checkpoint", str(model), "--codec-folder", str(codec),
                             "--codec", "--json", "--threads", "1")
     assert codec_only["codec_decode_fps"] > 0 and "fps" not in codec_only

@@ -120,7 +120,7 @@ def load_generator(checkpoint=None, codec=None):
     no trained checkpoint exists yet."""
     import torch
 
-    from ..streaming.generator import DEFAULT_CHECKPOINT, DEFAULT_CODEC, StreamingGenerator
+    from ..streaming.generator import DEFAULT_CHECKPOINT, DEFAULT_CODEC, DEFAULT_PRESET, StreamingGenerator
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     ckpt = Path(checkpoint or DEFAULT_CHECKPOINT)
@@ -128,7 +128,7 @@ def load_generator(checkpoint=None, codec=None):
         return StreamingGenerator.from_pretrained(ckpt, codec, device=device), ""
     from ..model.codec import load_codec
 
-    gen = StreamingGenerator.random("tiny", load_codec(codec or DEFAULT_CODEC, device=device), device=device)
+    gen = StreamingGenerator.random(DEFAULT_PRESET, load_codec(codec or DEFAULT_CODEC, device=device), device=device)
     return gen, (f"No trained checkpoint at `{ckpt}` yet: this demo runs the model with RANDOM weights, so the "
                  "video is noise. The streaming, switching and stopping machinery is real.")
 

@@ -34,8 +34,11 @@ from .events import Event, EventLog, LocalChannel
 from .rescheduler import KVRescheduler, mix_reference, variant_policy
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
-DEFAULT_CHECKPOINT = ASSETS / "checkpoints" / "tiny"
-DEFAULT_CODEC = ASSETS / "checkpoints" / "codec"
+# The embedded default: the world-v2 student (issue 17). v1's student and codec stay shipped as
+# assets/checkpoints/tiny and codec, for SwitchBench's v1 rows and for anyone pinning the old model.
+DEFAULT_CHECKPOINT = ASSETS / "checkpoints" / "student-v2"
+DEFAULT_CODEC = ASSETS / "checkpoints" / "codec-v2"
+DEFAULT_PRESET = "tiny-v2-a"        # the default checkpoint's shape, for random weights when it is missing
 
 
 def shipped_codec_for(latent_sha256: str | None) -> Path:
