@@ -200,7 +200,7 @@ _WAN22_5B = ModelConfig(num_attention_heads=24, attention_head_dim=128, in_chann
                         text_dim=4096, freq_dim=256, ffn_dim=14336, num_layers=30)
 
 PRESETS: dict[str, Preset] = {
-    # CPU default: 64 tokens per latent frame at 128x128 (8x VAE, 2x2 patches). The visible window
+    # The first model's (the CPU default until tiny-v2-a): 64 tokens per latent frame at 128x128 (8x VAE, 2x2 patches). The visible window
     # (2 prefix + 3 sink + 3 history + 3 block = 11 frames) is exactly the training clip with its prefix,
     # so no position ever exceeds what training saw.
     "tiny": Preset(
@@ -222,7 +222,7 @@ PRESETS: dict[str, Preset] = {
     # b 112 (8x14 of 16x16 px, more pixels), c 168 (14x12 of 8 px wide x 16 px tall: a standing person's
     # arms and edges are mostly vertical; a narrower, shallower network pays for the tokens -- square 8 px
     # tokens, 336 a frame, cost 3x tiny's DiT even at width 128 and cannot stream at 20 fps on 2 cores).
-    # Per-block costs measured for each are in the docs.
+    # Per-block costs measured for each are in the docs. `a` won the pilot; its student is the embedded default.
     "tiny-v2-a": Preset(
         name="tiny-v2-a",
         model=ModelConfig(num_attention_heads=4, attention_head_dim=64, text_dim=64, freq_dim=256, ffn_dim=1024,

@@ -145,3 +145,28 @@ def test_framing_fills_the_portrait_frame():
         assert height > 0.85, f"{framing}: the person spans {height:.2f} of the frame height"
         if framing == "three_quarter":
             assert rows[-1] == SIZE[1] - 1, "three-quarter framing cuts the legs at the frame's bottom"
+
+
+def test_world_cli_renders_the_default_models_world_and_checks_its_size(tmp_path):
+    """`world` draws world 2 at the default model's 112x192 unless told otherwise; world 1 takes a square size;
+    a size that is odd, tiny or not WxH is refused with exit code 2 and nothing written."""
+    import json
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    def world(out, *args):
+        return subprocess.run([sys.executable, "-m", "fashionchameleon", "world", "--seed", "500123", "--out",
+                               str(tmp_path / out), "--frames", "32", *args], capture_output=True, text=True, timeout=300)
+
+    assert world("v2").returncode == 0
+    assert Image.open(tmp_path / "v2" / "person.png").size == (112, 192)
+    assert json.loads((tmp_path / "v2" / "world_500123.json").read_text())["world"] == 2
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "v2" / "person.png")),
+                          make_sample(500123, num_frames=32, size=(112, 192), version=2).reference)
+    assert world("v1", "--version", "1", "--size", "96x96").returncode == 0
+    assert Image.open(tmp_path / "v1" / "person.png").size == (96, 96)
+    for bad in ("11x3", "wide", "112x2000"):
+        r = world("bad", "--size", bad)
+        assert r.returncode == 2 and "--size" in r.stderr and not (tmp_path / "bad").exists()

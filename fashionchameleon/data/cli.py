@@ -15,8 +15,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--switches", type=int, default=1, help="garment switches in the switch sample")
     p.add_argument("--frames", type=int, default=48, help="frames per clip (>= 32: at least 2 s at 16 fps)")
-    p.add_argument("--size", type=int, default=128, help="even resolution")
+    p.add_argument("--version", type=int, choices=(1, 2), default=2,
+                   help="the world: 2 (portrait, the embedded default model's) or 1 (square, the first model's)")
+    p.add_argument("--size", default=None, help="WxH (default: 112x192 for world 2, 128x128 for world 1); world 1 "
+                                                "draws squares and crops a portrait from the centre")
     p.add_argument("--fps", type=int, default=16)
+
+
+def parse_size(text: str | None, version: int) -> int | tuple[int, int]:
+    """``--size`` as the world's renderers take it: world 1 an int for a square, (w, h) otherwise."""
+    if text is None:
+        return 128 if version == 1 else (112, 192)
+    w, _, h = text.lower().partition("x")
+    try:
+        width, height = int(w), int(h or w)
+    except ValueError:
+        raise ValueError(f"--size must be WxH (e.g. 112x192), got {text!r}") from None
+    if width % 2 or height % 2 or min(width, height) < 32 or max(width, height) > 1024:
+        raise ValueError(f"--size must be even and within 32-1024 on both sides, got {text!r}")
+    return width if version == 1 and width == height else (width, height)
 
 
 def contact_sheet(rows: list[list[np.ndarray]]) -> np.ndarray:
@@ -35,11 +52,13 @@ def run(args: argparse.Namespace) -> int:
     if args.frames < 2 * args.fps:
         print(f"error: --frames must cover at least 2 s ({2 * args.fps} frames at {args.fps} fps)", file=sys.stderr)
         return 2
-    if args.size % 2 or args.size < 32:
-        print(f"error: --size must be even and >= 32, got {args.size}", file=sys.stderr)
+    try:
+        size = parse_size(args.size, args.version)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    s = make_sample(args.seed, num_frames=args.frames, size=args.size, fps=args.fps)
+    s = make_sample(args.seed, num_frames=args.frames, size=size, fps=args.fps, version=args.version)
     write_mp4(s.clip.frames, args.out / f"world_{args.seed}.mp4", fps=args.fps)
     idx = np.linspace(0, args.frames - 1, 6).astype(int)
     mask_rgb = [np.repeat((s.clip.garment_masks[i] * 255).astype(np.uint8)[..., None], 3, -1) for i in idx]
@@ -47,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
                                    [np.full_like(s.reference, 255)] * 2 + mask_rgb])).save(args.out / f"world_{args.seed}.png")
 
     sw = make_switch_sample(args.seed, switches=args.switches, num_frames=max(args.frames, 16 * (args.switches + 2)),
-                            size=args.size, fps=args.fps)
+                            size=size, fps=args.fps, version=args.version)
     write_mp4(sw.clip.frames, args.out / f"world_{args.seed}_switch.mp4", fps=args.fps)
     rows = []
     for f in sw.switch_frames:
@@ -58,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     Image.fromarray(sw.garment_images[0]).save(args.out / "garment_a.png")
     Image.fromarray(sw.garment_images[1]).save(args.out / "garment_b.png")
     Image.fromarray(contact_sheet(rows)).save(args.out / f"world_{args.seed}_switch.png")
-    info = {"seed": args.seed, "prompt": s.prompt, "garment": s.garment.to_dict(),
+    info = {"seed": args.seed, "world": args.version, "prompt": s.prompt, "garment": s.garment.to_dict(),
             "reference_garment": s.reference_garment.to_dict(), "switch_frames": sw.switch_frames,
             "switch_garments": [g.to_dict() for g in sw.garments]}
     (args.out / f"world_{args.seed}.json").write_text(json.dumps(info, indent=2) + "\n")
