@@ -200,9 +200,9 @@ _WAN22_5B = ModelConfig(num_attention_heads=24, attention_head_dim=128, in_chann
                         text_dim=4096, freq_dim=256, ffn_dim=14336, num_layers=30)
 
 PRESETS: dict[str, Preset] = {
-    # The first model's (the CPU default until tiny-v2-a): 64 tokens per latent frame at 128x128 (8x VAE, 2x2 patches). The visible window
-    # (2 prefix + 3 sink + 3 history + 3 block = 11 frames) is exactly the training clip with its prefix,
-    # so no position ever exceeds what training saw.
+    # The first model's (the CPU default until tiny-v2-a): 64 tokens per latent frame at 128x128 (8x VAE,
+    # 2x2 patches). The visible window (2 prefix + 3 sink + 3 history + 3 block = 11 frames) is exactly the
+    # training clip with its prefix, so no position ever exceeds what training saw.
     "tiny": Preset(
         name="tiny",
         model=ModelConfig(num_attention_heads=4, attention_head_dim=64, in_channels=16, out_channels=16,

@@ -117,12 +117,15 @@ def test_the_default_student_dresses_a_held_out_v2_person_in_the_garment():
 
 
 def test_a_checkpoint_without_a_codec_gets_the_shipped_codec_it_was_trained_on():
-    """No codec given: the generator picks the shipped codec with the checkpoint's latent space (v2 models
-    would fail against the default v1 codec); a hash no shipped codec has falls back to the default."""
+    """No codec given: the generator picks the shipped codec with the checkpoint's latent space (a model fails
+    against a codec of another latent space: v1 against the default v2 codec, `FC_CHECKPOINT=.../tiny`); a hash
+    no shipped codec has falls back to the default."""
     from fashionchameleon.streaming.generator import DEFAULT_CODEC, StreamingGenerator, shipped_codec_for
 
     gen = StreamingGenerator.from_pretrained(ASSETS / "teacher-v2")
     assert gen.codec.latent_sha256 == TinyCodec.load(ASSETS / "codec-v2").sha256
+    v1 = StreamingGenerator.from_pretrained(ASSETS / "tiny")
+    assert v1.codec.latent_sha256 == TinyCodec.load(ASSETS / "codec").sha256 and v1.preset.name == "tiny"
     assert shipped_codec_for(TinyCodec.load(ASSETS / "codec").sha256) == ASSETS / "codec"
     assert shipped_codec_for("0" * 64) == DEFAULT_CODEC and shipped_codec_for(None) == DEFAULT_CODEC
 
