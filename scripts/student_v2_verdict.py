@@ -18,7 +18,15 @@ Ship the chosen one only if, paired case by case on held-out inputs:
   world-1 seeds 500000-500015 vs the shipped v1 (reports/switchbench.json): colour and outside PSNR not worse;
   world-v2 seeds 500000-500015: colour not worse than session 13's forcing student
     (reports/pilot-v2/switchbench-forcing-tiny-v2-a-c2.json).
-"Not worse" means the interval is not wholly on the worse side. Prints one JSON verdict; every eval and compare
+"Not worse" means the interval is not wholly on the worse side.
+
+Since a v2 student ships (session 19; this rule written then, before any result of a lineage after it), the
+chosen one must also beat the shipped default, paired on the same held-out inputs with the default's own files
+(DEFAULT_FILES below): on world-v2 seeds garment colour or outside PSNR better (interval wholly on the better
+side) and neither worse; on world-1 seeds colour and outside PSNR not worse; on RealBench fidelity ratio, token
+grid and landing not worse. "ship" is true only when the six checks against v1 and these five all pass.
+
+Prints one JSON verdict; every eval and compare
 file it reads is kept under --out (the held-out ones in a folder named after the chosen stage; the verdicts up to
 session 17's forcing-only one kept them at the top). Running again reuses an eval file only while it holds the
 same checkpoint (its checkpoint_sha matches the folder's weights: a checkpoint re-exported under the same name is
@@ -43,6 +51,10 @@ CODEC = str(ROOT / "assets/checkpoints/codec-v2")
 TUNING_SEEDS = "1000-1015"     # world-v2 training seeds: choosing among a lineage never touches held-out ones
 HELD_OUT_SEEDS = "500000-500015"
 STAGES = ("forcing", "student", "average")   # $PILOT/<stage>-tiny-v2-a<TAG>
+# the shipped default's held-out evals (scripts/pilot_v2.sh student-eval, session 19): same seeds, cases, photos
+DEFAULT_FILES = {"world2": "reports/pilot-v2/switchbench-student-tiny-v2-a-t2-w1mix50b.json",
+                 "world1": "reports/pilot-v2/switchbench-student-tiny-v2-a-t2-w1mix50b-world1.json",
+                 "realbench": "reports/pilot-v2/realbench-student-tiny-v2-a-t2-w1mix50b.json"}
 
 
 @functools.cache
@@ -151,7 +163,31 @@ def ship_checks(checkpoint: Path, out: Path, realbench: Path) -> dict:
                    ("realbench_vs_v1", real_c, "realbench", ("fidelity_ratio", "grid_visibility", "landing_gain")),
                    ("world1_vs_v1", w1, "protocol_a", ("garment_color_error", "outside_psnr", "switch_latency_frames")),
                    ("world2_vs_forcing_c2", w2, "protocol_a", ("garment_color_error", "outside_psnr"))]}
-    return {"checks": checks, "ship": all(checks.values()), "figures": figures}
+    default_checks, default_figures = against_default(out)
+    return {"checks": checks, "checks_vs_default": default_checks,
+            "ship": all(checks.values()) and all(default_checks.values()),
+            "figures": {**figures, **default_figures}}
+
+
+def against_default(out: Path) -> tuple[dict, dict]:
+    """The rule for replacing the shipped v2 default, on the held-out files ship_checks has just written."""
+    c = {name: compared(ROOT / DEFAULT_FILES[name], out / f"{name}.json", out / f"compare-{name}-default.json")
+         for name in DEFAULT_FILES}
+    colour, psnr = interval(c["world2"], "garment_color_error"), interval(c["world2"], "outside_psnr")
+    checks = {
+        "world2_better_than_default": (colour[1] < 0 or psnr[0] > 0) and colour[0] <= 0 and psnr[1] >= 0,
+        "world1_colour_not_worse_than_default": interval(c["world1"], "garment_color_error")[0] <= 0,
+        "world1_outside_psnr_not_worse_than_default": interval(c["world1"], "outside_psnr")[1] >= 0,
+        "realbench_fidelity_and_grid_not_worse_than_default": interval(c["realbench"], "fidelity_ratio")[1] >= 0
+        and interval(c["realbench"], "grid_visibility")[0] <= 0,
+        "realbench_landing_not_worse_than_default": interval(c["realbench"], "landing_gain")[1] >= 0,
+    }
+    figures = {f"{name}_vs_default": {m: c[name]["protocol_a" if name != "realbench" else "realbench"][m]
+                                      for m in metrics}
+               for name, metrics in [("world2", ("garment_color_error", "outside_psnr")),
+                                     ("world1", ("garment_color_error", "outside_psnr")),
+                                     ("realbench", ("fidelity_ratio", "grid_visibility", "landing_gain"))]}
+    return checks, figures
 
 
 def main() -> None:

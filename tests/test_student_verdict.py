@@ -89,3 +89,35 @@ def test_a_compare_file_is_redone_when_an_input_changed(verdict, tmp_path, monke
     b.write_text('{"v": 6}')
     assert verdict.interval(verdict.compared(a, b, out), "m") == (5.0, 5.0)
     assert verdict.interval(json.loads(out.read_text()), "m") == (5.0, 5.0)
+
+
+def test_a_new_student_must_beat_the_shipped_default(verdict, tmp_path, monkeypatch):
+    """The replacement rule (session 19): better on world v2 in colour or outside PSNR and worse in neither; not
+    worse on world 1 or on RealBench. Intervals here are exact differences (b - a) of one number per metric."""
+    metrics = ("garment_color_error", "outside_psnr", "fidelity_ratio", "grid_visibility", "landing_gain")
+    def compare(a, b):      # SwitchBench files compare under protocol_a, RealBench ones under realbench
+        diffs = {m: {"a": a[m], "b": b[m], "diff_ci": [b[m] - a[m]] * 2} for m in metrics}
+        return {"protocol_a": diffs, "realbench": diffs}
+
+    monkeypatch.setattr(verdict, "compare", compare)
+    monkeypatch.setattr(verdict, "ROOT", tmp_path)
+    base = dict(zip(metrics, (20.0, 22.0, 0.9, 2.5, 10.0)))
+    for name, path in verdict.DEFAULT_FILES.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(json.dumps(base))
+
+    def checks(**candidate):
+        out = tmp_path / "held-out"
+        out.mkdir(exist_ok=True)
+        for name in verdict.DEFAULT_FILES:
+            (out / f"{name}.json").write_text(json.dumps({**base, **candidate.get(name, {})}))
+        return verdict.against_default(out)[0]
+
+    assert all(checks(world2={"garment_color_error": 18.0}).values())                   # better colour
+    assert all(checks(world2={"outside_psnr": 23.0}).values())                          # better scene
+    assert not checks()["world2_better_than_default"]                                   # only as good
+    assert not checks(world2={"garment_color_error": 18.0, "outside_psnr": 21.0})["world2_better_than_default"]
+    worse_grid = checks(world2={"garment_color_error": 18.0}, realbench={"grid_visibility": 3.0})
+    assert not worse_grid["realbench_fidelity_and_grid_not_worse_than_default"]
+    assert not checks(world2={"garment_color_error": 18.0}, world1={"garment_color_error": 21.0})[
+        "world1_colour_not_worse_than_default"]
