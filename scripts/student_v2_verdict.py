@@ -157,12 +157,10 @@ def ship_checks(checkpoint: Path, out: Path, realbench: Path) -> dict:
         "world1_outside_psnr_not_worse": interval(w1, "outside_psnr")[1] >= 0,
         "world2_colour_not_worse_than_forcing_c2": interval(w2, "garment_color_error")[0] <= 0,
     }
-    figures = {name: {m: {"a": c[sec][m]["a"], "b": c[sec][m]["b"], "diff_ci": c[sec][m]["diff_ci"]}
-                      for m in metrics}
-               for name, c, sec, metrics in [
-                   ("realbench_vs_v1", real_c, "realbench", ("fidelity_ratio", "grid_visibility", "landing_gain")),
-                   ("world1_vs_v1", w1, "protocol_a", ("garment_color_error", "outside_psnr", "switch_latency_frames")),
-                   ("world2_vs_forcing_c2", w2, "protocol_a", ("garment_color_error", "outside_psnr"))]}
+    figures = picked_figures([
+        ("realbench_vs_v1", real_c, "realbench", ("fidelity_ratio", "grid_visibility", "landing_gain")),
+        ("world1_vs_v1", w1, "protocol_a", ("garment_color_error", "outside_psnr", "switch_latency_frames")),
+        ("world2_vs_forcing_c2", w2, "protocol_a", ("garment_color_error", "outside_psnr"))])
     default_checks, default_figures = against_default(out)
     return {"checks": checks, "checks_vs_default": default_checks,
             "ship": all(checks.values()) and all(default_checks.values()),
@@ -182,12 +180,17 @@ def against_default(out: Path) -> tuple[dict, dict]:
         and interval(c["realbench"], "grid_visibility")[0] <= 0,
         "realbench_landing_not_worse_than_default": interval(c["realbench"], "landing_gain")[1] >= 0,
     }
-    figures = {f"{name}_vs_default": {m: c[name]["protocol_a" if name != "realbench" else "realbench"][m]
-                                      for m in metrics}
-               for name, metrics in [("world2", ("garment_color_error", "outside_psnr")),
-                                     ("world1", ("garment_color_error", "outside_psnr")),
-                                     ("realbench", ("fidelity_ratio", "grid_visibility", "landing_gain"))]}
+    figures = picked_figures([
+        ("world2_vs_default", c["world2"], "protocol_a", ("garment_color_error", "outside_psnr")),
+        ("world1_vs_default", c["world1"], "protocol_a", ("garment_color_error", "outside_psnr")),
+        ("realbench_vs_default", c["realbench"], "realbench", ("fidelity_ratio", "grid_visibility", "landing_gain"))])
     return checks, figures
+
+
+def picked_figures(entries: list[tuple[str, dict, str, tuple[str, ...]]]) -> dict:
+    """(name, comparison, section, metrics) -> {name: {metric: a, b and diff_ci}}: what verdict.json shows."""
+    return {name: {m: {k: c[sec][m][k] for k in ("a", "b", "diff_ci")} for m in metrics}
+            for name, c, sec, metrics in entries}
 
 
 def main() -> None:

@@ -22,10 +22,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=int, default=16)
 
 
-def parse_size(text: str | None, version: int) -> int | tuple[int, int]:
-    """``--size`` as the world's renderers take it: world 1 an int for a square, (w, h) otherwise."""
+def parse_size(text: str | None, version: int) -> int | tuple[int, int] | None:
+    """``--size`` as the world's renderers take it: world 1 an int for a square, (w, h) otherwise; None keeps
+    the world's own default."""
     if text is None:
-        return 128 if version == 1 else (112, 192)
+        return None
     w, _, h = text.lower().partition("x")
     try:
         width, height = int(w), int(h or w)
