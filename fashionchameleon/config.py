@@ -37,6 +37,11 @@ class ModelConfig:
     # `tiny` learns one embedding per prompt of this vocabulary instead of running a text encoder;
     # an empty tuple means the model takes text embeddings (umT5 for the real shapes) as input.
     prompt_vocab: tuple[str, ...] = ()
+    # Latent channels of the reference frame concatenated to every input frame, as Wan's image-to-video
+    # models concatenate their condition latent (0: none, the reference is only in the attention prefix).
+    # Spatially aligned, it makes copying the scene and the person outside the garment a local operation
+    # instead of an attention lookup that a tiny network renders as 16-px blocks.
+    reference_channels: int = 0
 
     @property
     def inner_dim(self) -> int:
@@ -46,6 +51,8 @@ class ModelConfig:
         d = dataclasses.asdict(self)
         d["patch_size"] = list(self.patch_size)
         d["prompt_vocab"] = list(self.prompt_vocab)
+        if not self.reference_channels:     # configs without it keep their config.json as it was
+            del d["reference_channels"]
         return d
 
     @classmethod
@@ -68,12 +75,21 @@ class ModelConfig:
             raise ValueError("image-conditioned Wan variants (image_dim / added_kv_proj_dim) are not supported")
         if d.get("qk_norm", "rms_norm_across_heads") != "rms_norm_across_heads":
             raise ValueError(f"unsupported qk_norm {d.get('qk_norm')!r}")
-        keep = {f.name for f in dataclasses.fields(cls)} - {"prompt_vocab"}
-        return cls.from_dict({k: v for k, v in d.items() if k in keep})
+        keep = {f.name for f in dataclasses.fields(cls)} - {"prompt_vocab", "reference_channels"}
+        ours = {k: v for k, v in d.items() if k in keep}
+        refs = int(d.get("_fashionchameleon_reference_channels") or 0)
+        if refs:
+            ours.update(in_channels=ours["in_channels"] - refs, reference_channels=refs)
+        return cls.from_dict(ours)
 
     def to_diffusers(self) -> dict[str, Any]:
         d = self.to_dict()
         d.pop("prompt_vocab")
+        # diffusers' in_channels counts the concatenated condition channels too (as Wan image-to-video's 36)
+        # (a "_" key, which diffusers' loader passes over, keeps how many are ours for the way back)
+        refs = d.pop("reference_channels", 0)
+        if refs:
+            d.update(in_channels=self.in_channels + refs, _fashionchameleon_reference_channels=refs)
         d.update(_class_name="WanTransformer3DModel", qk_norm="rms_norm_across_heads", image_dim=None,
                  added_kv_proj_dim=None, pos_embed_seq_len=None)
         return d
@@ -230,6 +246,16 @@ PRESETS: dict[str, Preset] = {
         # reference_mix 0.5 (tiny's 0.75): the v2 network copies a pose-aligned reference, so the last frame's
         # old garment pulls the repainted torso toward it; chosen on training seeds (MODEL_CARD, "The average
         # of forcing and GR-DMD")
+        stream=StreamConfig(block_frames=3, sink_frames=3, window_frames=3, keep_recent=0, reference_mix=0.5),
+        resolution=(112, 192), train_latent_frames=9, world_version=2,
+    ),
+    # tiny-v2-a with the reference latent also concatenated to every frame's channels (Wan image-to-video's
+    # way of conditioning): 16 more input channels of the patch embedding, the same cost otherwise. Trained
+    # from a tiny-v2-a teacher whose patch embedding gains zero weights for them (train --init).
+    "tiny-v2-ref": Preset(
+        name="tiny-v2-ref",
+        model=ModelConfig(num_attention_heads=4, attention_head_dim=64, text_dim=64, freq_dim=256, ffn_dim=1024,
+                          num_layers=8, prompt_vocab=TINY_V2_PROMPTS, reference_channels=16),
         stream=StreamConfig(block_frames=3, sink_frames=3, window_frames=3, keep_recent=0, reference_mix=0.5),
         resolution=(112, 192), train_latent_frames=9, world_version=2,
     ),

@@ -22,16 +22,24 @@ def new_cache(model: WanDiT, latent_hw: tuple[int, int], policy: WindowPolicy, p
                    (latent_hw[0] // ph, latent_hw[1] // pw), policy, prefix_frames)
 
 
+def prefix_reference(model: WanDiT, prefix: torch.Tensor) -> torch.Tensor | None:
+    """The latent a model with ``reference_channels`` concatenates to every frame: the prefix's first frame
+    (the reference person); None for models without."""
+    return prefix[:, :, :1] if model.config.reference_channels else None
+
+
 def encode_prefix(model: WanDiT, prefix: torch.Tensor, text) -> LayerCapture:
     """One t=0 pass over the condition frames (b, c, P, h, w); they attend only to each other."""
     capture = LayerCapture()
     zeros = torch.zeros(prefix.shape[0], prefix.shape[2], device=prefix.device)
-    model(prefix, zeros, text, capture=capture, text_is_embedded=True, kv_only=True)
+    model(prefix, zeros, text, capture=capture, text_is_embedded=True, kv_only=True,
+          reference=prefix_reference(model, prefix))
     return capture
 
 
 def prefill(model: WanDiT, cache: KVCache, prefix: torch.Tensor, text) -> None:
     cache.set_prefix(encode_prefix(model, prefix, text))
+    cache.reference = prefix_reference(model, prefix)
 
 
 def prefill_and_recache(model: WanDiT, cache: KVCache, prefix: torch.Tensor, recent: torch.Tensor, text) -> None:
@@ -46,16 +54,18 @@ def prefill_and_recache(model: WanDiT, cache: KVCache, prefix: torch.Tensor, rec
     mask[p:, :] = block_causal_mask(k, k, WindowPolicy(0, 0), context_frames=p)
     capture = LayerCapture()
     t = torch.zeros(prefix.shape[0], p + k, device=prefix.device)
+    reference = prefix_reference(model, prefix)
     model(torch.cat([prefix, recent], 2), t, text, frame_mask=mask, capture=capture, text_is_embedded=True,
-          kv_only=True)
+          kv_only=True, reference=reference)
     cache.set_prefix(capture.frames_slice(0, p))
+    cache.reference = reference
     cache.commit(capture.frames_slice(p, p + k), to_history=True)
 
 
 def denoise(model: WanDiT, cache: KVCache, noisy: torch.Tensor, timestep: torch.Tensor, text) -> torch.Tensor:
     """Velocity for a block of noisy frames that sees everything visible in the cache and itself."""
     return model(noisy, timestep, text, positions=cache.query_positions(noisy.shape[2], noisy.device),
-                 context=cache, text_is_embedded=True)
+                 context=cache, text_is_embedded=True, reference=cache.reference)
 
 
 def commit(model: WanDiT, cache: KVCache, clean: torch.Tensor, text, to_history: bool = False) -> None:
@@ -64,7 +74,7 @@ def commit(model: WanDiT, cache: KVCache, clean: torch.Tensor, text, to_history:
     capture = LayerCapture()
     zeros = torch.zeros(clean.shape[0], clean.shape[2], device=clean.device)
     model(clean, zeros, text, positions=cache.query_positions(clean.shape[2], clean.device),
-          context=cache, capture=capture, text_is_embedded=True, kv_only=True)
+          context=cache, capture=capture, text_is_embedded=True, kv_only=True, reference=cache.reference)
     cache.commit(capture, to_history=to_history)
 
 

@@ -210,7 +210,8 @@ class WanDiT(nn.Module):
         # recomputed in backward instead of stored. Same numbers, less memory, about one more forward.
         self.gradient_checkpointing = False
         dim = cfg.inner_dim
-        self.patch_embedding = nn.Conv3d(cfg.in_channels, dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.patch_embedding = nn.Conv3d(cfg.in_channels + cfg.reference_channels, dim, kernel_size=cfg.patch_size,
+                                         stride=cfg.patch_size)
         self.condition_embedder = ConditionEmbedder(cfg)
         self.blocks = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.num_layers)])
         self.norm_out = FP32LayerNorm(dim, cfg.eps, elementwise_affine=False)
@@ -262,6 +263,7 @@ class WanDiT(nn.Module):
         capture: KVCapture | None = None,
         text_is_embedded: bool = False,
         kv_only: bool = False,
+        reference: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
         """Velocity prediction.
 
@@ -277,6 +279,8 @@ class WanDiT(nn.Module):
             kv_only: only fill ``capture`` (a t=0 pass that commits frames to the cache): stop once the last
                 layer has handed over its keys/values, skipping its attention, MLP and the output head; returns
                 None.
+            reference: (b, reference_channels, 1, h, w), concatenated to every frame's channels: required by a
+                model with ``reference_channels``, refused by one without.
         """
         if kv_only and capture is None:
             raise ValueError("kv_only needs a capture to fill")
@@ -284,6 +288,14 @@ class WanDiT(nn.Module):
         pt, ph, pw = self.config.patch_size
         if f % pt or h % ph or w % pw:
             raise ValueError(f"latent shape {tuple(latents.shape)} is not divisible by patch size {(pt, ph, pw)}")
+        refs = self.config.reference_channels
+        if (reference is None) != (refs == 0):
+            raise ValueError(f"this model takes {refs} reference channels; got "
+                             f"{'none' if reference is None else tuple(reference.shape)}")
+        if reference is not None:
+            if reference.shape[1] != refs or reference.shape[2] != 1 or reference.shape[-2:] != latents.shape[-2:]:
+                raise ValueError(f"reference {tuple(reference.shape)} must be (b, {refs}, 1, {h}, {w})")
+            latents = torch.cat([latents, reference.to(latents.device, latents.dtype).expand(b, -1, f, -1, -1)], 1)
         f, hp, wp = f // pt, h // ph, w // pw
         hw = hp * wp
         if positions is None:

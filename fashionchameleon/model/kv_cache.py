@@ -102,6 +102,9 @@ class KVCache:
         self.keys: dict[str, list[torch.Tensor | None]] = {s: [None] * num_layers for s in SEGMENTS}
         self.values: dict[str, list[torch.Tensor | None]] = {s: [None] * num_layers for s in SEGMENTS}
         self.committed_frames = 0  # frames committed since the stream (re)started, for bookkeeping
+        # the prefix's reference latent (b, C, 1, h, w) for models that concatenate it to every frame
+        # (ModelConfig.reference_channels); set with the prefix, None otherwise
+        self.reference: torch.Tensor | None = None
         # per layer: buffers (keys, values) holding the rotated context in their first `n` tokens, and `n`
         self._memo: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}
         self._rotation: torch.Tensor | None = None  # shared by all layers until the cache changes
@@ -131,6 +134,7 @@ class KVCache:
         other.keys = {seg: list(layers) for seg, layers in self.keys.items()}
         other.values = {seg: list(layers) for seg, layers in self.values.items()}
         other.committed_frames = self.committed_frames
+        other.reference = self.reference
         return other
 
     # -- mutation ---------------------------------------------------------------------------------------------
@@ -194,6 +198,7 @@ class KVCache:
         for s in SEGMENTS:
             self.clear(s)
         self.committed_frames = 0
+        self.reference = None
 
     # -- reading (the model's KVContext) ---------------------------------------------------------------------------
     def context(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -96,6 +96,7 @@ class TeacherForcing(torch.nn.Module):
         t = torch.cat([torch.zeros(b, f, device=x0.device), sigma * 1000], 1)
         positions = cache.query_positions(f, x0.device).repeat(2)
         mask = block_causal_mask(f, bf, self.policy, context_frames=cache.visible_frames, teacher_forcing=True)
-        v = model(seq, t, cond.text, positions=positions, frame_mask=mask, context=cache, text_is_embedded=True)
+        v = model(seq, t, cond.text, positions=positions, frame_mask=mask, context=cache, text_is_embedded=True,
+                  reference=cache.reference)
         loss = F.mse_loss(v[:, :, f:].float(), noise - x0)
         return loss, {"loss": loss.item()}

@@ -74,6 +74,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="activation checkpointing per transformer block (recompute in backward: less memory)")
 
 
+def with_reference_channels(state: dict[str, torch.Tensor], cfg) -> dict[str, torch.Tensor]:
+    """``state`` of a network without reference channels, for one with ``cfg.reference_channels``: the patch
+    embedding gains zero weights for them, so the new network starts as exactly the old one and learns to use
+    the concatenated reference from there. Any other state is returned as it is."""
+    w = state.get("patch_embedding.weight")
+    if not cfg.reference_channels or w is None or w.shape[1] != cfg.in_channels:
+        return state
+    zeros = w.new_zeros(w.shape[0], cfg.reference_channels, *w.shape[2:])
+    return {**state, "patch_embedding.weight": torch.cat([w, zeros], 1)}
+
+
 def _dist() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
@@ -130,13 +141,14 @@ class Trainer:
         if args.init is not None:
             init, _, init_meta = load_checkpoint(args.init)
             checked.append((f"--init {args.init}", init_meta))
+            state = with_reference_channels(init.state_dict(), self.preset.model)
             own = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
-            if {k: tuple(v.shape) for k, v in init.state_dict().items()} != own:
+            if {k: tuple(v.shape) for k, v in state.items()} != own:
                 # e.g. a student narrower than its teacher: there is no width-reducing initialisation, so the
                 # student starts from a teacher of its own shape (a wider one can only be dmd's --teacher)
                 raise SystemExit(f"error: --init {args.init} is a network of another shape than {self.preset.name} "
                                  f"(width, layers, patch size or vocabulary differ)")
-            self.model.load_state_dict(init.state_dict())
+            self.model.load_state_dict(state)
         self.model.to(self.device)
         self.teacher = None
         self.critic = None
