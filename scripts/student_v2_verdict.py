@@ -1,7 +1,8 @@
 """Issue 17's selection and ship rule for one v2 student lineage (forcing, GR-DMD, their average), as code.
 
-    python scripts/student_v2_verdict.py [--out DIR] PILOT -- TAG
+    python scripts/student_v2_verdict.py [--out DIR] [--preset NAME] PILOT -- TAG
     e.g. python scripts/student_v2_verdict.py ~/.cache/fashionchameleon/pilot-v2 -- -c2-w1mix50
+    (--preset: the lineage's preset, default tiny-v2-a; its folders are PILOT/<stage>-<preset><TAG>)
     (`--`: a TAG starts with a dash, as scripts/pilot_v2.sh's do)
 
 Both halves were written down before any of these results: the ship rule in session 10 (MODEL_CARD, "Not
@@ -50,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]     # the reports and the codec below
 CODEC = str(ROOT / "assets/checkpoints/codec-v2")
 TUNING_SEEDS = "1000-1015"     # world-v2 training seeds: choosing among a lineage never touches held-out ones
 HELD_OUT_SEEDS = "500000-500015"
-STAGES = ("forcing", "student", "average")   # $PILOT/<stage>-tiny-v2-a<TAG>
+STAGES = ("forcing", "student", "average")   # $PILOT/<stage>-<PRESET><TAG>
 # the shipped default's held-out evals (scripts/pilot_v2.sh student-eval, session 19): same seeds, cases, photos
 DEFAULT_FILES = {"world2": "reports/pilot-v2/switchbench-student-tiny-v2-a-t2-w1mix50b.json",
                  "world1": "reports/pilot-v2/switchbench-student-tiny-v2-a-t2-w1mix50b-world1.json",
@@ -111,14 +112,14 @@ def interval(comparison: dict, metric: str) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def select(pilot: Path, tag: str, out: Path) -> tuple[str, dict]:
+def select(pilot: Path, tag: str, out: Path, preset: str = "tiny-v2-a") -> tuple[str, dict]:
     # a lineage may stop early (e.g. teacher forcing alone): choose among the stages it has
-    stages = [s for s in STAGES if (pilot / f"{s}-tiny-v2-a{tag}" / "config.json").is_file()]
+    stages = [s for s in STAGES if (pilot / f"{s}-{preset}{tag}" / "config.json").is_file()]
     if not stages:
         raise SystemExit(f"no stage of {tag!r} in {pilot} (looked for {', '.join(STAGES)})")
     reports = {s: out / f"tuning-{s}.json" for s in stages}
     for stage in stages:
-        switchbench(pilot / f"{stage}-tiny-v2-a{tag}", TUNING_SEEDS, reports[stage])
+        switchbench(pilot / f"{stage}-{preset}{tag}", TUNING_SEEDS, reports[stage])
     rows = {s: json.loads(reports[s].read_text())["rows"]["full"] for s in stages}
     best_psnr = max(stages, key=lambda s: rows[s]["outside_psnr"])
     eligible = [best_psnr]
@@ -198,16 +199,17 @@ def main() -> None:
     parser.add_argument("pilot", type=Path, help="the pilot folder (scripts/pilot_v2.sh's PILOT)")
     parser.add_argument("tag", help="the student run's TAG, e.g. -c2-w1mix50")
     parser.add_argument("--out", type=Path, help="where the evals go (default PILOT/reports/verdict<TAG>)")
+    parser.add_argument("--preset", default="tiny-v2-a", help="the lineage's preset (scripts/pilot_v2.sh's CHOSEN)")
     args = parser.parse_args()
     out = args.out or args.pilot / "reports" / f"verdict{args.tag}"
     out.mkdir(parents=True, exist_ok=True)
-    chosen, tuning = select(args.pilot, args.tag, out)
+    chosen, tuning = select(args.pilot, args.tag, out, args.preset)
     verdict = {"tag": args.tag, "tuning_seeds": TUNING_SEEDS, "tuning": tuning, "chosen": chosen}
     # the held-out evals go in a folder of the chosen stage: a lineage that gains stages later (forcing first, GR-DMD
     # after) may choose another, and the earlier choice's files stay beside it instead of being overwritten
     held_out = out / chosen
     held_out.mkdir(exist_ok=True)
-    verdict.update(ship_checks(args.pilot / f"{chosen}-tiny-v2-a{args.tag}", held_out, args.pilot / "realbench"))
+    verdict.update(ship_checks(args.pilot / f"{chosen}-{args.preset}{args.tag}", held_out, args.pilot / "realbench"))
     (out / "verdict.json").write_text(json.dumps(verdict, indent=1))
     print(json.dumps(verdict))
 

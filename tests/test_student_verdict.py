@@ -21,15 +21,15 @@ def verdict(monkeypatch):
     return module
 
 
-def write_lineage(verdict_module, out: Path, rows: dict, compares: dict) -> None:
+def write_lineage(verdict_module, out: Path, rows: dict, compares: dict, preset: str = "tiny-v2-a") -> None:
     """rows: stage -> (colour, outside PSNR); compares: 'a-b' -> {metric: diff_ci}. The stages' checkpoint
     folders (run -x) get a config.json under out/pilot, for the script to find which stages exist."""
     for stage, (colour, psnr) in rows.items():
-        (out / "pilot" / f"{stage}-tiny-v2-a-x").mkdir(parents=True, exist_ok=True)
-        (out / "pilot" / f"{stage}-tiny-v2-a-x" / "config.json").write_text("{}")
+        (out / "pilot" / f"{stage}-{preset}-x").mkdir(parents=True, exist_ok=True)
+        (out / "pilot" / f"{stage}-{preset}-x" / "config.json").write_text("{}")
         (out / f"tuning-{stage}.json").write_text(json.dumps(
             {"rows": {"full": {"garment_color_error": colour, "outside_psnr": psnr}},
-             "checkpoint_sha": f"{stage}-tiny-v2-a-x"}))
+             "checkpoint_sha": f"{stage}-{preset}-x"}))
     for pair, metrics in compares.items():
         a, b = pair.split("-")
         (out / f"tuning-{pair}.json").write_text(json.dumps(
@@ -64,6 +64,13 @@ def test_a_lineage_that_stopped_at_forcing_chooses_forcing(verdict, tmp_path):
     assert chosen == "forcing" and list(summary) == ["forcing"]
     with pytest.raises(SystemExit, match="no stage"):
         verdict.select(tmp_path / "pilot", "-missing", tmp_path)
+
+
+def test_a_lineage_of_another_preset_is_found_by_its_name(verdict, tmp_path):
+    write_lineage(verdict, tmp_path, {"forcing": (24.0, 23.0)}, {}, preset="tiny-v2-ref")
+    with pytest.raises(SystemExit, match="no stage"):
+        verdict.select(tmp_path / "pilot", "-x", tmp_path)
+    assert verdict.select(tmp_path / "pilot", "-x", tmp_path, "tiny-v2-ref")[0] == "forcing"
 
 
 def test_an_eval_file_is_reused_only_for_the_same_weights(verdict, tmp_path, monkeypatch):
