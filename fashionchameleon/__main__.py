@@ -10,6 +10,8 @@ import argparse
 import json
 import sys
 
+from .config import PRESETS
+
 
 def cmd_info(args: argparse.Namespace) -> int:
     import torch
@@ -54,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Real-time interactive garment video customization.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("info", help="parameter count and shape of a preset (built on the meta device)")
-    p.add_argument("--config", default="tiny", help="preset name: tiny, wan2.1-1.3b, wan2.2-ti2v-5b (portrait), wan2.2-ti2v-5b-landscape")
+    p.add_argument("--config", default="tiny", help=f"preset name: {', '.join(PRESETS)}")
     p.add_argument("--json", action="store_true", help="one line of JSON on stdout")
     p.set_defaults(func=cmd_info)
     import importlib

@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--long-frames", type=int, default=1000)
     p.add_argument("--with-teacher", action="store_true", help="also the bidirectional teacher (protocol a)")
     p.add_argument("--teacher", default=None, help="teacher checkpoint folder (default: the shipped teacher of the checkpoint's codec)")
-    p.add_argument("--checkpoint", default=None, help="student checkpoint (default: the embedded tiny model)")
+    p.add_argument("--checkpoint", default=None, help="student checkpoint (default: the embedded default model)")
     p.add_argument("--codec", default=None, help="codec folder (default: the shipped codec the checkpoint was trained on)")
     p.add_argument("--keep-recent", type=int, default=None, help="override the streaming config's keep_recent")
     p.add_argument("--withdraw-sink", choices=["yes", "no"], default=None)

@@ -14,18 +14,21 @@ import json
 import sys
 from pathlib import Path
 
+from ..config import TINY_V2_PROMPTS
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--person", required=True, help="person image (any size, RGBA / grayscale / 16-bit ok)")
     p.add_argument("--garment", required=True, help="garment image (a product photo)")
     p.add_argument("--switch", action="append", default=[], metavar="FRAME:IMAGE",
                    help="switch to IMAGE at video frame FRAME (from 0, inside the video); repeatable")
-    p.add_argument("--prompt", default=None, help="motion (tiny: walk, wave, turn, sway, arms_up)")
+    p.add_argument("--prompt", default=None, help="motion, one of the model's prompts (the embedded default's: "
+                   f"{', '.join(TINY_V2_PROMPTS)}; default: its first)")
     p.add_argument("--frames", type=int, default=96, help="video frames to render")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--variant", default="full", help="switch variant: full, paper, no_refresh, no_withdraw, "
                                                      "no_disentangle, naive, restart")
-    p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the embedded tiny model)")
+    p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the embedded default model)")
     p.add_argument("--codec", default=None, help="codec folder (default: the shipped codec the checkpoint was trained on)")
     p.add_argument("--upscale", type=int, default=1, help="nearest-neighbour upscaling of the written video")
     p.add_argument("-o", "--output", required=True, type=Path)
