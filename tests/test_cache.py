@@ -41,7 +41,16 @@ class QuerySpy:
 
 
 @torch.no_grad()
-def test_cached_equals_masked_teacher_forcing_pass(model):
+@pytest.mark.parametrize("reference_channels", [0, 4])
+def test_cached_equals_masked_teacher_forcing_pass(model, reference_channels):
+    """Also for a model that concatenates the reference to every frame (ModelConfig.reference_channels): the
+    cache carries the prefix's reference to every cached pass, as the masked pass is given it."""
+    if reference_channels:
+        from dataclasses import replace
+
+        from conftest import randomize_
+
+        model = randomize_(WanDiT(replace(CFG, reference_channels=reference_channels)), scale=0.3, seed=5).eval()
     policy = WindowPolicy(sink=3, window=6)
     n, text = 9, text_of(model)
     prefix, clean, noisy = lat(2, 0), lat(n, 1), lat(n, 2)
@@ -54,7 +63,7 @@ def test_cached_equals_masked_teacher_forcing_pass(model):
     positions = torch.arange(2, 2 + n).repeat(2)
     mask = block_causal_mask(n, B, policy, context_frames=2, teacher_forcing=True)
     full = model(torch.cat([clean, noisy], 2), timesteps, text, positions=positions, frame_mask=mask,
-                 context=cache, text_is_embedded=True)
+                 context=cache, text_is_embedded=True, reference=cache.reference)
 
     # (b) block by block with the cache; each pass sees only the new block's queries.
     spy = QuerySpy(model)
