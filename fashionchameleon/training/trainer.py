@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import Preset, get_preset
+from ..config import ModelConfig, Preset, get_preset
 from .runstate import (append_log, default_run_dir, load_run_state, plot_curves, read_log, save_run_state,
                        step_generator, truncate_log)
 
@@ -74,7 +74,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="activation checkpointing per transformer block (recompute in backward: less memory)")
 
 
-def with_reference_channels(state: dict[str, torch.Tensor], cfg) -> dict[str, torch.Tensor]:
+def with_reference_channels(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """``state`` of a network without reference channels, for one with ``cfg.reference_channels``: the patch
     embedding gains zero weights for them, so the new network starts as exactly the old one and learns to use
     the concatenated reference from there. Any other state is returned as it is."""
