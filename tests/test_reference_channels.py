@@ -20,8 +20,8 @@ WITH_REF = replace(PLAIN, reference_channels=4)
 HW = (4, 6)
 
 
-def lat(frames, seed, channels=4):
-    return torch.randn(1, channels, frames, *HW, generator=torch.Generator().manual_seed(seed))
+def lat(frames, seed):
+    return torch.randn(1, 4, frames, *HW, generator=torch.Generator().manual_seed(seed))
 
 
 def text_of(model):
