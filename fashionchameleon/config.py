@@ -215,6 +215,23 @@ class Preset:
 _WAN22_5B = ModelConfig(num_attention_heads=24, attention_head_dim=128, in_channels=48, out_channels=48,
                         text_dim=4096, freq_dim=256, ffn_dim=14336, num_layers=30)
 
+# World v2 pilot candidates (issue 17; docs/train-tiny.md, "v2 pilot"): portrait framing, the v1 codec
+# geometry (16 channels, 8x) and tiny's streaming window. Tokens a latent frame: a 84 (7x12 of 16x16 px),
+# b 112 (8x14 of 16x16 px, more pixels), c 168 (14x12 of 8 px wide x 16 px tall: a standing person's
+# arms and edges are mostly vertical; a narrower, shallower network pays for the tokens -- square 8 px
+# tokens, 336 a frame, cost 3x tiny's DiT even at width 128 and cannot stream at 20 fps on 2 cores).
+# Per-block costs measured for each are in the docs. `a` won the pilot; its student is the embedded default.
+_TINY_V2_A = Preset(
+    name="tiny-v2-a",
+    model=ModelConfig(num_attention_heads=4, attention_head_dim=64, text_dim=64, freq_dim=256, ffn_dim=1024,
+                      num_layers=8, prompt_vocab=TINY_V2_PROMPTS),
+    # reference_mix 0.5 (tiny's 0.75): the v2 network copies a pose-aligned reference, so the last frame's
+    # old garment pulls the repainted torso toward it; chosen on training seeds (MODEL_CARD, "The average
+    # of forcing and GR-DMD")
+    stream=StreamConfig(block_frames=3, sink_frames=3, window_frames=3, keep_recent=0, reference_mix=0.5),
+    resolution=(112, 192), train_latent_frames=9, world_version=2,
+)
+
 PRESETS: dict[str, Preset] = {
     # The first model's (the CPU default until tiny-v2-a): 64 tokens per latent frame at 128x128 (8x VAE,
     # 2x2 patches). The visible window (2 prefix + 3 sink + 3 history + 3 block = 11 frames) is exactly the
@@ -233,32 +250,13 @@ PRESETS: dict[str, Preset] = {
                           text_dim=8, freq_dim=16, ffn_dim=32, num_layers=2, prompt_vocab=TINY_PROMPTS),
         resolution=(32, 32), train_latent_frames=6, stream=StreamConfig(sink_frames=3, window_frames=3, keep_recent=3),
     ),
-    # World v2 pilot candidates (issue 17; docs/train-tiny.md, "v2 pilot"): portrait framing, the v1 codec
-    # geometry (16 channels, 8x) and tiny's streaming window. Tokens a latent frame: a 84 (7x12 of 16x16 px),
-    # b 112 (8x14 of 16x16 px, more pixels), c 168 (14x12 of 8 px wide x 16 px tall: a standing person's
-    # arms and edges are mostly vertical; a narrower, shallower network pays for the tokens -- square 8 px
-    # tokens, 336 a frame, cost 3x tiny's DiT even at width 128 and cannot stream at 20 fps on 2 cores).
-    # Per-block costs measured for each are in the docs. `a` won the pilot; its student is the embedded default.
-    "tiny-v2-a": Preset(
-        name="tiny-v2-a",
-        model=ModelConfig(num_attention_heads=4, attention_head_dim=64, text_dim=64, freq_dim=256, ffn_dim=1024,
-                          num_layers=8, prompt_vocab=TINY_V2_PROMPTS),
-        # reference_mix 0.5 (tiny's 0.75): the v2 network copies a pose-aligned reference, so the last frame's
-        # old garment pulls the repainted torso toward it; chosen on training seeds (MODEL_CARD, "The average
-        # of forcing and GR-DMD")
-        stream=StreamConfig(block_frames=3, sink_frames=3, window_frames=3, keep_recent=0, reference_mix=0.5),
-        resolution=(112, 192), train_latent_frames=9, world_version=2,
-    ),
+    # World v2 pilot candidates: see _TINY_V2_A above.
+    "tiny-v2-a": _TINY_V2_A,
     # tiny-v2-a with the reference latent also concatenated to every frame's channels (Wan image-to-video's
     # way of conditioning): 16 more input channels of the patch embedding, the same cost otherwise. Trained
     # from a tiny-v2-a teacher whose patch embedding gains zero weights for them (train --init).
-    "tiny-v2-ref": Preset(
-        name="tiny-v2-ref",
-        model=ModelConfig(num_attention_heads=4, attention_head_dim=64, text_dim=64, freq_dim=256, ffn_dim=1024,
-                          num_layers=8, prompt_vocab=TINY_V2_PROMPTS, reference_channels=16),
-        stream=StreamConfig(block_frames=3, sink_frames=3, window_frames=3, keep_recent=0, reference_mix=0.5),
-        resolution=(112, 192), train_latent_frames=9, world_version=2,
-    ),
+    "tiny-v2-ref": dataclasses.replace(_TINY_V2_A, name="tiny-v2-ref",
+                                       model=dataclasses.replace(_TINY_V2_A.model, reference_channels=16)),
     "tiny-v2-b": Preset(
         name="tiny-v2-b",
         model=ModelConfig(num_attention_heads=4, attention_head_dim=64, text_dim=64, freq_dim=256, ffn_dim=1024,
