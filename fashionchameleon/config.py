@@ -42,6 +42,16 @@ class ModelConfig:
     # Spatially aligned, it makes copying the scene and the person outside the garment a local operation
     # instead of an attention lookup that a tiny network renders as 16-px blocks.
     reference_channels: int = 0
+    # A learned copy gate (needs reference_channels == out_channels): per latent position the network also
+    # says how much of its output is the reference itself, v <- v + g ((x_t - reference) / sigma - v), the
+    # velocity that lands exactly on the reference. Copying what did not change becomes one gate value
+    # instead of a reconstruction; the gate starts at 0 (the network without it). No diffusers counterpart.
+    reference_copy: bool = False
+
+    def __post_init__(self) -> None:
+        if self.reference_copy and self.reference_channels != self.out_channels:
+            raise ValueError(f"reference_copy needs reference_channels == out_channels ({self.out_channels}), "
+                             f"got {self.reference_channels}")
 
     @property
     def inner_dim(self) -> int:
@@ -51,8 +61,9 @@ class ModelConfig:
         d = dataclasses.asdict(self)
         d["patch_size"] = list(self.patch_size)
         d["prompt_vocab"] = list(self.prompt_vocab)
-        if not self.reference_channels:     # configs without it keep their config.json as it was
-            del d["reference_channels"]
+        for name in ("reference_channels", "reference_copy"):
+            if not d[name]:                 # configs without them keep their config.json as it was
+                del d[name]
         return d
 
     @classmethod
@@ -75,7 +86,7 @@ class ModelConfig:
             raise ValueError("image-conditioned Wan variants (image_dim / added_kv_proj_dim) are not supported")
         if d.get("qk_norm", "rms_norm_across_heads") != "rms_norm_across_heads":
             raise ValueError(f"unsupported qk_norm {d.get('qk_norm')!r}")
-        keep = {f.name for f in dataclasses.fields(cls)} - {"prompt_vocab", "reference_channels"}
+        keep = {f.name for f in dataclasses.fields(cls)} - {"prompt_vocab", "reference_channels", "reference_copy"}
         ours = {k: v for k, v in d.items() if k in keep}
         refs = int(d.get("_fashionchameleon_reference_channels") or 0)
         if refs:
@@ -83,6 +94,9 @@ class ModelConfig:
         return cls.from_dict(ours)
 
     def to_diffusers(self) -> dict[str, Any]:
+        if self.reference_copy:
+            raise ValueError("a model with reference_copy has no diffusers counterpart (WanTransformer3DModel has no "
+                             "copy gate); keep it in our safetensors format")
         d = self.to_dict()
         d.pop("prompt_vocab")
         # diffusers' in_channels counts the concatenated condition channels too (as Wan image-to-video's 36)
@@ -113,6 +127,10 @@ class StreamConfig:
     switch_guidance_steps: int = 0   # ... on how many of a block's denoising steps, from the first (0: all)
     denoise_timesteps: tuple[int, ...] = (1000, 750, 500, 250)
     timestep_shift: float = 5.0    # flow-matching shift applied to the nominal timesteps
+    # every variant: a generated latent position within this distance (L2 over channels) of the reference's
+    # is snapped onto it, fading back to the model's estimate at twice the distance (0: off). What a tiny
+    # network copies through attention comes out blurred into its token grid; this copies it exactly.
+    reference_snap: float = 0.0
 
     def __post_init__(self) -> None:
         # the one range check of the switch settings (command-line overrides, `average`, config.json files)
@@ -125,7 +143,7 @@ class StreamConfig:
         for name in ("reference_mix", "reanchor_mix"):
             if not 0.0 <= getattr(self, name) <= 1.0:      # also refuses NaN
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("reference_gate", "switch_guidance"):
+        for name in ("reference_gate", "switch_guidance", "reference_snap"):
             if not 0.0 <= getattr(self, name) < float("inf"):
                 raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
 
@@ -257,6 +275,11 @@ PRESETS: dict[str, Preset] = {
     # from a tiny-v2-a teacher whose patch embedding gains zero weights for them (train --init).
     "tiny-v2-ref": dataclasses.replace(_TINY_V2_A, name="tiny-v2-ref",
                                        model=dataclasses.replace(_TINY_V2_A.model, reference_channels=16)),
+    # tiny-v2-ref with the learned copy gate (ModelConfig.reference_copy): one more linear head of 4 outputs
+    # per token. Trained from a tiny-v2-ref network whose gate starts closed (train --init).
+    "tiny-v2-copy": dataclasses.replace(_TINY_V2_A, name="tiny-v2-copy",
+                                        model=dataclasses.replace(_TINY_V2_A.model, reference_channels=16,
+                                                                  reference_copy=True)),
     "tiny-v2-b": Preset(
         name="tiny-v2-b",
         model=ModelConfig(num_attention_heads=4, attention_head_dim=64, text_dim=64, freq_dim=256, ffn_dim=1024,

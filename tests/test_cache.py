@@ -41,16 +41,18 @@ class QuerySpy:
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("reference_channels", [0, 4])
-def test_cached_equals_masked_teacher_forcing_pass(model, reference_channels):
-    """Also for a model that concatenates the reference to every frame (ModelConfig.reference_channels): the
+@pytest.mark.parametrize("reference_channels,reference_copy", [(0, False), (4, False), (4, True)])
+def test_cached_equals_masked_teacher_forcing_pass(model, reference_channels, reference_copy):
+    """Also for a model that concatenates the reference to every frame (ModelConfig.reference_channels), and
+    one whose copy gate (random weights: partly open) mixes in the velocity onto it (reference_copy): the
     cache carries the prefix's reference to every cached pass, as the masked pass is given it."""
     if reference_channels:
         from dataclasses import replace
 
         from conftest import randomize_
 
-        model = randomize_(WanDiT(replace(CFG, reference_channels=reference_channels)), scale=0.3, seed=5).eval()
+        cfg = replace(CFG, reference_channels=reference_channels, reference_copy=reference_copy)
+        model = randomize_(WanDiT(cfg), scale=0.3, seed=5).eval()
     policy = WindowPolicy(sink=3, window=6)
     n, text = 9, text_of(model)
     prefix, clean, noisy = lat(2, 0), lat(n, 1), lat(n, 2)

@@ -140,6 +140,7 @@ def test_switch_policy_overrides_reach_full(micro_assets):
     assert out["switch_policy"] == {"reference_mix": 1.0, "reanchor_after": 0, "reanchor_mix": 0.0,
                                     "reference_gate": 0.0, "switch_guidance": 1.0, "switch_guidance_blocks": 1,
                                     "switch_guidance_steps": 0}
+    assert out["reference_snap"] == 0.0             # the checkpoint's own (not a switch setting: every variant's)
     assert out["rows"]["full"] == out["rows"]["paper"]
     r = subprocess.run([sys.executable, "-m", "fashionchameleon", "eval", "--reference-mix", "1.5"], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
@@ -160,6 +161,8 @@ def test_stream_overrides_put_in_only_what_was_given():
     assert stream_overrides(p.parse_args([]), base) == base
     got = stream_overrides(p.parse_args(["--reference-mix", "0.5", "--withdraw-sink", "no", "--keep-recent", "0"]), base)
     assert (got.reference_mix, got.withdraw_sink, got.keep_recent, got.reanchor_after) == (0.5, False, 0, 1)
-    for bad in (["--keep-recent", "-1"], ["--reanchor-mix", "nan"], ["--reference-gate", "-0.5"]):
+    assert stream_overrides(p.parse_args(["--reference-snap", "1.5"]), base).reference_snap == 1.5
+    for bad in (["--keep-recent", "-1"], ["--reanchor-mix", "nan"], ["--reference-gate", "-0.5"],
+                ["--reference-snap", "inf"]):
         with pytest.raises(ValueError):
             stream_overrides(p.parse_args(bad), base)

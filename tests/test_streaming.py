@@ -470,3 +470,37 @@ def test_switch_guidance_changes_only_the_guided_blocks_after_a_switch(micro_gen
     assert all(torch.equal(a, b) for a, b in zip(run("paper"), run("paper", switch_guidance=4.0)))
     assert variant_policy("full", StreamConfig(switch_guidance=2.0)).guidance == 2.0
     assert variant_policy("naive", StreamConfig(switch_guidance=2.0)).guidance == 1.0
+
+
+def test_snap_to_reference_copies_only_what_is_near_it():
+    """Within the threshold a latent position becomes the reference's; at twice it and beyond (and next to
+    such a position) the model's estimate stays; 0 is off."""
+    from fashionchameleon.streaming.generator import snap_to_reference
+
+    ref = torch.randn(1, 4, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    step = torch.zeros(1, 4, 2, 6, 6)
+    step[:, 0, :, :, :] = 0.5                       # a small difference everywhere...
+    step[:, 0, 1, 0, 0] = 3.0                       # ...and a large one in a corner of frame 1
+    x0 = ref + step
+    got = snap_to_reference(x0, ref, threshold=1.0)
+    torch.testing.assert_close(got[:, :, 0], ref[:, :, 0], atol=0, rtol=0)      # all near: copied
+    torch.testing.assert_close(got[:, :, 1, :2, :2], x0[:, :, 1, :2, :2], atol=0, rtol=0)   # the change + its ring
+    torch.testing.assert_close(got[:, :, 1, 3:, 3:], ref[:, :, 0, 3:, 3:], atol=0, rtol=0)
+    between = ref + 0.75                            # |residual| = 0.75 x 2 = 1.5: halfway up the smoothstep
+    torch.testing.assert_close(snap_to_reference(between, ref, threshold=1.0), ref + 0.375 + 0 * between)
+    assert snap_to_reference(x0, ref, threshold=0.0) is x0
+
+
+@torch.no_grad()
+def test_a_session_with_a_huge_snap_streams_the_reference(micro_generator, images):
+    """reference_snap in the streaming config reaches every denoising step: with a threshold no estimate
+    exceeds, every block is the reference latent itself; without it the stream is the model's."""
+    from dataclasses import replace
+
+    person, garment, _, _ = images
+    gen = micro_generator.with_config(stream=replace(micro_generator.preset.stream, reference_snap=1e6))
+    s = gen.session(person, garment, "wave", seed=1, num_frames=21, keep_latents=True)
+    for chunk in s:
+        torch.testing.assert_close(chunk.latents, s.reference.expand_as(chunk.latents).cpu(), atol=0, rtol=0)
+    plain = micro_generator.session(person, garment, "wave", seed=1, num_frames=21, keep_latents=True)
+    assert not torch.equal(next(iter(plain)).latents, s.reference.expand(-1, -1, 3, -1, -1).cpu())

@@ -53,6 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override how many blocks after a switch are guided")
     p.add_argument("--switch-guidance-steps", type=int, default=None,
                    help="override how many denoising steps of a guided block are guided, from the first (0: all)")
+    p.add_argument("--reference-snap", type=float, default=None,
+                   help="override the streaming config's reference_snap (latent distance snapped onto the "
+                        "reference; 0: off)")
     p.add_argument("--world", type=int, choices=[1, 2], default=None,
                    help="the synthetic world whose seeds to evaluate (default: the checkpoint's own), rendered at "
                         "the checkpoint's resolution (v1 at a portrait size: the centre crop of its square)")
@@ -69,11 +72,12 @@ SWITCH_SETTINGS = ("reference_mix", "reanchor_after", "reanchor_mix", "reference
 
 
 def stream_overrides(args: argparse.Namespace, stream: StreamConfig) -> StreamConfig:
-    """The streaming config with the switch settings given on the command line (--keep-recent, --withdraw-sink,
-    --reference-mix, ...) put in; ValueError (naming the flag) for a value StreamConfig refuses."""
+    """The streaming config with the settings given on the command line (--keep-recent, --withdraw-sink,
+    --reference-snap, --reference-mix, ...) put in; ValueError (naming the flag) for a value StreamConfig refuses."""
     import dataclasses
 
-    given = {name: getattr(args, name) for name in ("keep_recent",) + SWITCH_SETTINGS if getattr(args, name) is not None}
+    names = ("keep_recent", "reference_snap") + SWITCH_SETTINGS
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.withdraw_sink is not None:
         given["withdraw_sink"] = args.withdraw_sink == "yes"
     for name, value in given.items():
@@ -192,7 +196,8 @@ def run(args: argparse.Namespace) -> int:
            "rows_free": {v: means(r) for v, r in results.get("b", {}).items()},
            "paired": {}, "cases": len(seeds), "seeds": f"{seeds[0]}-{seeds[-1]}",
            "checkpoint_sha": gen.checkpoint_sha, "world": preset.world_version, "keep_recent": stream.keep_recent,
-           "withdraw_sink": stream.withdraw_sink, "switch_policy": {k: getattr(stream, k) for k in SWITCH_SETTINGS},
+           "withdraw_sink": stream.withdraw_sink, "reference_snap": stream.reference_snap,
+           "switch_policy": {k: getattr(stream, k) for k in SWITCH_SETTINGS},
            "seconds": round(time.time() - t0, 1),
            "per_case": {p: rows for p, rows in results.items()}}
     if "a" in results and "full" in results["a"]:

@@ -6,6 +6,8 @@ one definition of what a block sees.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from .dit import WanDiT
@@ -81,14 +83,16 @@ def commit(model: WanDiT, cache: KVCache, clean: torch.Tensor, text, to_history:
 def denoise_block(model: WanDiT, cache: KVCache, noise: torch.Tensor, sigmas: torch.Tensor, text, *,
                   exit_step: int | None = None, generator: torch.Generator | None = None,
                   renoise: list[torch.Tensor] | None = None, should_stop=None,
-                  negative: KVCache | None = None, guidance: float = 1.0, guided_steps: int = 0) -> torch.Tensor:
+                  negative: KVCache | None = None, guidance: float = 1.0, guided_steps: int = 0,
+                  x0_map: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Few-step sampling of one block: predict x0 at each noise level, re-noise to the next one.
 
     ``exit_step`` (DMD training) stops after that step and lets gradients flow through it only. Returns the
     clean estimate. Re-noising draws from ``generator`` unless ``renoise`` gives the noises. ``should_stop()``
     is polled before every step (a stop lands within one step). With ``negative`` (the same cache with another
     garment in its prefix) and ``guidance`` != 1, the first ``guided_steps`` steps (0: all) are guided away from
-    that garment, classifier-free style: ``v_n + guidance (v - v_n)``.
+    that garment, classifier-free style: ``v_n + guidance (v - v_n)``. ``x0_map`` edits every step's clean
+    estimate before it is re-noised or returned (the streaming reference snap).
     """
     last = len(sigmas) - 1 if exit_step is None else exit_step
     guided = 0 if negative is None or guidance == 1.0 else (guided_steps or last + 1)
@@ -106,6 +110,8 @@ def denoise_block(model: WanDiT, cache: KVCache, noise: torch.Tensor, sigmas: to
                 v_n = denoise(model, negative, x, t, text)
                 v = v_n + guidance * (v - v_n)
             x0 = x - s * v
+            if x0_map is not None:
+                x0 = x0_map(x0)
         if k < last:
             nxt = sigmas[k + 1]
             eps = renoise[k] if renoise is not None else torch.randn(x.shape, generator=generator)

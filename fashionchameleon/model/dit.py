@@ -200,6 +200,39 @@ class TransformerBlock(nn.Module):
         return per_frame(x.float(), lambda t: torch.addcmul(t, h.float().view(t.shape), c_gate)).type_as(x)
 
 
+# The copy gate's pre-activation is this multiple of its linear head: Adam moves each weight by about the
+# learning rate per step, so the gain sets how fast a gate can open (within tens of steps at 1e-4).
+COPY_GAIN = 10.0
+
+
+class GateClamp(torch.autograd.Function):
+    """Clamp to [0, 1]; backward, a gate inside passes its gradient, a gate beyond a bound only the part that
+    moves it back inside. A plain clamp would leave a gate shut for good once pushed below 0 (where copying
+    hurt), deaf to where copying helps; a plain straight-through one would keep pushing shut gates further and
+    swamp the gradient norm (clipped to 1) with that noise."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(z)
+        return z.clamp(0, 1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (z,) = ctx.saved_tensors
+        # descent moves z by -grad: below 0 only a negative gradient opens, above 1 only a positive one closes
+        passes = ((z >= 0) & (z <= 1)) | ((z < 0) & (grad < 0)) | ((z > 1) & (grad > 0))
+        return grad * passes
+
+
+def copy_velocity(noisy: torch.Tensor, reference: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+    """The flow-matching velocity whose clean estimate ``noisy - sigma v`` is exactly ``reference``:
+    (x_t - reference) / sigma; zero on frames at sigma = 0 (already clean: nothing to copy).
+    ``timestep`` (b, frames) is 1000 sigma."""
+    sigma = (timestep.float() / 1000).view(timestep.shape[0], 1, timestep.shape[1], 1, 1)
+    v = (noisy.float() - reference.float()) / sigma.clamp_min(1e-6)
+    return torch.where(sigma > 0, v, torch.zeros_like(v)).to(noisy.dtype)
+
+
 class WanDiT(nn.Module):
     """Wan video DiT. ``forward`` maps noisy latents (b, c, f, h, w) to the flow-matching velocity."""
 
@@ -217,6 +250,14 @@ class WanDiT(nn.Module):
         self.norm_out = FP32LayerNorm(dim, cfg.eps, elementwise_affine=False)
         self.proj_out = nn.Linear(dim, cfg.out_channels * math.prod(cfg.patch_size))
         self.scale_shift_table = nn.Parameter(torch.randn(1, 2, dim) / dim**0.5)
+        if cfg.reference_copy:
+            # one gate per output latent position, from the token's features and from how far the network's own
+            # clean estimate is from the reference there (near: what did not change; the features alone were
+            # slow to tell that apart). All zero: closed until training opens it.
+            self.copy_proj = nn.Linear(dim, math.prod(cfg.patch_size))
+            nn.init.zeros_(self.copy_proj.weight)
+            nn.init.zeros_(self.copy_proj.bias)
+            self.copy_distance = nn.Parameter(torch.zeros(()))
         if cfg.prompt_vocab:
             self.prompt_embedding = nn.Embedding(len(cfg.prompt_vocab), cfg.text_dim)
 
@@ -292,6 +333,7 @@ class WanDiT(nn.Module):
         if (reference is None) != (refs == 0):
             raise ValueError(f"this model takes {refs} reference channels; got "
                              f"{'none' if reference is None else tuple(reference.shape)}")
+        noisy = latents
         if reference is not None:
             if reference.shape[1] != refs or reference.shape[2] != 1 or reference.shape[-2:] != latents.shape[-2:]:
                 raise ValueError(f"reference {tuple(reference.shape)} must be (b, {refs}, 1, {h}, {w})")
@@ -331,6 +373,18 @@ class WanDiT(nn.Module):
         shift, scale = (self.scale_shift_table + temb.float().unsqueeze(2)).unsqueeze(2).unbind(3)
         d = x.shape[-1]
         x = torch.addcmul(shift, self.norm_out(x.float()).view(b, f, hw, d), 1 + scale).view(b, f * hw, d).type_as(x)
-        x = self.proj_out(x)
-        x = x.reshape(b, f, hp, wp, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
+        velocity = self._unpatchify(self.proj_out(x), f, hp, wp)
+        if self.config.reference_copy:
+            timestep = timestep.repeat_interleave(pt, 1)
+            sigma = (timestep.float() / 1000).view(b, 1, -1, 1, 1)
+            distance = (noisy.float() - sigma * velocity.float() - reference.float()).norm(dim=1, keepdim=True)
+            z = self._unpatchify(self.copy_proj(x), f, hp, wp) + self.copy_distance * distance.detach()
+            gate = GateClamp.apply(COPY_GAIN * z)
+            velocity = velocity + gate * (copy_velocity(noisy, reference, timestep) - velocity)
+        return velocity
+
+    def _unpatchify(self, x: torch.Tensor, f: int, hp: int, wp: int) -> torch.Tensor:
+        """(b, f*hp*wp, patch volume * c) token outputs -> (b, c, frames, h, w)."""
+        pt, ph, pw = self.config.patch_size
+        x = x.reshape(x.shape[0], f, hp, wp, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
         return x.flatten(6, 7).flatten(4, 5).flatten(2, 3)

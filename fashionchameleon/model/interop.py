@@ -80,11 +80,12 @@ def export_diffusers(checkpoint: str | os.PathLike, out: str | os.PathLike) -> P
     from safetensors.torch import save_file
 
     model, preset, meta = load_checkpoint(checkpoint)
+    config = preset.model.to_diffusers()    # ValueError for a model diffusers cannot hold, before any file
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("prompt_embedding")}
     save_file(state, str(out / "diffusion_pytorch_model.safetensors"))
-    (out / "config.json").write_text(json.dumps(preset.model.to_diffusers(), indent=2) + "\n")
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     if preset.model.prompt_vocab:
         save_file({"weight": model.prompt_embedding.weight.detach().contiguous()},
                   str(out / "fashionchameleon_prompts.safetensors"))

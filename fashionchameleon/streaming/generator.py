@@ -17,6 +17,7 @@ commit pass sooner, and the last block of a stream never pays for a commit nobod
 from __future__ import annotations
 
 import collections
+import functools
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -70,6 +71,21 @@ class Chunk:
                                     # decode, total
     events: list[dict] = field(default_factory=list)   # events that took effect at this chunk
     latents: torch.Tensor | None = None                # the block's clean latents (1, C, f, h, w)
+
+
+def snap_to_reference(x0: torch.Tensor, reference: torch.Tensor, threshold: float) -> torch.Tensor:
+    """``x0`` (b, C, F, h, w) with every latent position within ``threshold`` (L2 over channels) of the
+    reference (b, C, 1, h, w) set to the reference's latent, the model's own estimate back in full at twice
+    the distance (a smoothstep between). Small distances are the blur of an imperfect copy of what did not
+    change; a new garment or a moved limb is far from the reference and passes untouched."""
+    if threshold <= 0:
+        return x0
+    residual = x0 - reference
+    keep = ((residual.norm(dim=1, keepdim=True) - threshold) / threshold).clamp(0, 1)
+    keep = keep * keep * (3 - 2 * keep)
+    # next to what changed the model keeps its estimate: a limb's edge moves a little, yet it moves
+    keep = torch.nn.functional.max_pool3d(keep, (1, 3, 3), stride=1, padding=(0, 1, 1))
+    return reference + keep * residual
 
 
 def _to_tensor_image(img: np.ndarray, device, dtype) -> torch.Tensor:
@@ -351,11 +367,14 @@ class Session:
                 t_resched += time.perf_counter() - t_n
             t1 = time.perf_counter()
             noise = torch.randn((1, c, bf, h, w), generator=self.rng).to(self.gen.device, self.gen.dtype)
+            snap = self.stream_cfg.reference_snap
+            x0_map = functools.partial(snap_to_reference, reference=self.reference, threshold=snap) if snap else None
             try:
                 with torch.no_grad():
                     x0 = causal.denoise_block(model, self.cache, noise, self.sigmas, self.text, generator=self.rng,
                                               should_stop=self.channel.stop_requested, negative=negative,
-                                              guidance=self.policy.guidance, guided_steps=self.policy.guidance_steps)
+                                              guidance=self.policy.guidance, guided_steps=self.policy.guidance_steps,
+                                              x0_map=x0_map)
             except causal.StopRequested:
                 # what applied at this block is never shown: report it with the stop, not at a frame
                 self._log_stop([r for r in self.log.records if r.block == self.block and r.status == "applied"],

@@ -85,6 +85,19 @@ def with_reference_channels(state: dict[str, torch.Tensor], cfg: ModelConfig) ->
     return {**state, "patch_embedding.weight": torch.cat([w, zeros], 1)}
 
 
+def warm_start(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """``state`` of a smaller network of the same family for one of ``cfg``: zero weights for reference
+    channels it lacks (``with_reference_channels``) and a closed copy gate (``reference_copy``), so the new
+    network computes exactly what the old one did until training moves the new weights."""
+    state = with_reference_channels(state, cfg)
+    if cfg.reference_copy and "copy_proj.weight" not in state and "proj_out.weight" in state:
+        w = state["proj_out.weight"]
+        gates = w.shape[0] // cfg.out_channels
+        state = {**state, "copy_proj.weight": w.new_zeros(gates, w.shape[1]), "copy_proj.bias": w.new_zeros(gates),
+                 "copy_distance": w.new_zeros(())}
+    return state
+
+
 def _dist() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
@@ -141,7 +154,7 @@ class Trainer:
         if args.init is not None:
             init, _, init_meta = load_checkpoint(args.init)
             checked.append((f"--init {args.init}", init_meta))
-            state = with_reference_channels(init.state_dict(), self.preset.model)
+            state = warm_start(init.state_dict(), self.preset.model)
             own = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
             if {k: tuple(v.shape) for k, v in state.items()} != own:
                 # e.g. a student narrower than its teacher: there is no width-reducing initialisation, so the

@@ -1,0 +1,125 @@
+"""The learned copy gate (ModelConfig.reference_copy): closed, the network it was warm-started from; open,
+a clean estimate that is exactly the reference; trainable from closed; configs and export. (Cached against
+masked passes: tests/test_cache.py.)"""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from fashionchameleon.config import ModelConfig, get_preset
+from fashionchameleon.model.dit import WanDiT, copy_velocity
+from fashionchameleon.training.trainer import warm_start
+
+WITH_REF = ModelConfig(num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4, text_dim=8,
+                       freq_dim=16, ffn_dim=32, num_layers=2, reference_channels=4)
+WITH_COPY = replace(WITH_REF, reference_copy=True)
+HW = (4, 6)
+
+
+def lat(frames, seed):
+    return torch.randn(1, 4, frames, *HW, generator=torch.Generator().manual_seed(seed))
+
+
+def text_of(model):
+    return model.embed_text(torch.randn(1, 3, 8, generator=torch.Generator().manual_seed(9)))
+
+
+def copy_model(randomize) -> tuple[WanDiT, WanDiT]:
+    """A random reference-channel network and the copy-gate network warm-started from it."""
+    base = randomize(WanDiT(WITH_REF), scale=0.3, seed=4).eval()
+    gated = WanDiT(WITH_COPY).eval()
+    gated.load_state_dict(warm_start(base.state_dict(), WITH_COPY))
+    return base, gated
+
+
+@torch.no_grad()
+def test_closed_gate_is_the_network_it_came_from(randomize):
+    base, gated = copy_model(randomize)
+    assert gated.copy_proj.weight.shape == (4, 24)      # one gate per latent position of a 1x2x2 patch
+    text, x, t, ref = text_of(base), lat(3, 1), torch.tensor([700.0]), lat(1, 2)
+    same = base(x, t, text, text_is_embedded=True, reference=ref)
+    torch.testing.assert_close(gated(x, t, text, text_is_embedded=True, reference=ref), same, atol=0, rtol=0)
+    state = gated.state_dict()
+    assert warm_start(state, WITH_COPY) is state        # already of the right shape: left alone
+
+
+@torch.no_grad()
+def test_open_gate_lands_on_the_reference(randomize):
+    _, gated = copy_model(randomize)
+    gated.copy_proj.bias.fill_(1.0)                     # gain x 1 > 1: clamped fully open everywhere
+    x, ref = lat(3, 1), lat(1, 2)
+    t = torch.tensor([[900.0, 400.0, 150.0]])           # one timestep per frame
+    v = gated(x, t, text_of(gated), text_is_embedded=True, reference=ref)
+    sigma = (t / 1000).view(1, 1, 3, 1, 1)
+    torch.testing.assert_close(x - sigma * v, ref.expand_as(x), atol=1e-5, rtol=1e-5)
+    # half open: halfway between the network's clean estimate and the reference
+    gated.copy_proj.bias.fill_(0.05)
+    half = gated(x, t, text_of(gated), text_is_embedded=True, reference=ref)
+    gated.copy_proj.bias.fill_(0.0)
+    closed = gated(x, t, text_of(gated), text_is_embedded=True, reference=ref)
+    torch.testing.assert_close(x - sigma * half, 0.5 * (x - sigma * closed) + 0.5 * ref, atol=1e-5, rtol=1e-5)
+    # the distance term: open by its bias, shut again wherever the network's own estimate is far from the
+    # reference (here: everywhere, these are random latents)
+    gated.copy_proj.bias.fill_(1.0)
+    gated.copy_distance.fill_(-100.0)
+    far = gated(x, t, text_of(gated), text_is_embedded=True, reference=ref)
+    torch.testing.assert_close(far, closed, atol=0, rtol=0)
+
+
+def test_copy_velocity_at_clean_frames_is_zero():
+    x, ref = lat(2, 1), lat(1, 2)
+    v = copy_velocity(x, ref, torch.tensor([[0.0, 500.0]]))
+    assert torch.equal(v[:, :, 0], torch.zeros_like(v[:, :, 0]))
+    torch.testing.assert_close(v[:, :, 1], (x[:, :, 1] - ref[:, :, 0]) / 0.5)
+
+
+def test_closed_gate_learns_to_open_where_copying_helps(randomize):
+    """From exactly closed, one step of gradient descent on a target that is the reference opens the gate."""
+    _, gated = copy_model(randomize)
+    gated.train()
+    x, ref, t = lat(3, 1), lat(1, 2), torch.tensor([600.0])
+    target = (x - ref) / 0.6                            # the velocity onto the reference
+    opt = torch.optim.SGD(gated.copy_proj.parameters(), lr=1e-2)
+    loss = (gated(x, t, text_of(gated), text_is_embedded=True, reference=ref) - target).square().mean()
+    loss.backward()
+    assert gated.copy_proj.weight.grad.abs().sum() > 0
+    opt.step()
+    with torch.no_grad():
+        after = (gated(x, t, text_of(gated), text_is_embedded=True, reference=ref) - target).square().mean()
+    assert after < loss.detach()
+
+
+def test_a_gate_pushed_shut_still_learns_to_open(randomize):
+    """Forward the gate is clamped to [0, 1]; backward its gradient passes straight through, so a gate below 0
+    everywhere (shut where copying hurt) still opens where the target is the reference."""
+    _, gated = copy_model(randomize)
+    with torch.no_grad():
+        gated.copy_proj.bias.fill_(-0.05)               # pre-activation -0.5: shut
+    x, ref, t = lat(3, 1), lat(1, 2), torch.tensor([600.0])
+    v = gated(x, t, text_of(gated), text_is_embedded=True, reference=ref)
+    ((v - (x - ref) / 0.6).square().mean()).backward()
+    assert gated.copy_proj.bias.grad.sum() < 0            # descent raises the gate
+
+
+def test_a_shut_gate_does_not_hear_shut_further():
+    """Beyond a bound only the gradient that moves a gate back inside passes."""
+    from fashionchameleon.model.dit import GateClamp
+
+    z = torch.tensor([-1.0, -1.0, 0.5, 0.5, 2.0, 2.0], requires_grad=True)
+    out = GateClamp.apply(z)
+    assert out.tolist() == [0.0, 0.0, 0.5, 0.5, 1.0, 1.0]
+    out.backward(torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0, -1.0]))
+    assert z.grad.tolist() == [0.0, -1.0, 1.0, -1.0, 1.0, 0.0]
+
+
+def test_config_rules():
+    with pytest.raises(ValueError, match="reference_copy needs reference_channels == out_channels"):
+        replace(WITH_REF, reference_channels=0, reference_copy=True)
+    assert "reference_copy" not in WITH_REF.to_dict()   # configs without it keep their config.json as it was
+    assert ModelConfig.from_dict(WITH_COPY.to_dict()) == WITH_COPY
+    with pytest.raises(ValueError, match="no diffusers counterpart"):
+        WITH_COPY.to_diffusers()
+    preset = get_preset("tiny-v2-copy")
+    assert preset.model == replace(get_preset("tiny-v2-ref").model, reference_copy=True)
+    assert preset.stream == get_preset("tiny-v2-ref").stream
