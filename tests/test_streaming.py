@@ -487,7 +487,7 @@ def test_snap_to_reference_copies_only_what_is_near_it():
     torch.testing.assert_close(got[:, :, 1, :2, :2], x0[:, :, 1, :2, :2], atol=0, rtol=0)   # the change + its ring
     torch.testing.assert_close(got[:, :, 1, 3:, 3:], ref[:, :, 0, 3:, 3:], atol=0, rtol=0)
     between = ref + 0.75                            # |residual| = 0.75 x 2 = 1.5: halfway up the smoothstep
-    torch.testing.assert_close(snap_to_reference(between, ref, threshold=1.0), ref + 0.375 + 0 * between)
+    torch.testing.assert_close(snap_to_reference(between, ref, threshold=1.0), ref + 0.375)
     assert snap_to_reference(x0, ref, threshold=0.0) is x0
 
 
