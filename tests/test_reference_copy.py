@@ -123,3 +123,37 @@ def test_config_rules():
     preset = get_preset("tiny-v2-copy")
     assert preset.model == replace(get_preset("tiny-v2-ref").model, reference_copy=True)
     assert preset.stream == get_preset("tiny-v2-ref").stream
+
+
+@torch.no_grad()
+def test_return_gate_hands_over_the_gate_of_the_same_pass(randomize):
+    base, gated = copy_model(randomize)
+    gated.copy_proj.bias.fill_(0.05)
+    x, ref, t = lat(3, 1), lat(1, 2), torch.tensor([600.0])
+    v, gate = gated(x, t, text_of(gated), text_is_embedded=True, reference=ref, return_gate=True)
+    assert gate.shape == (1, 1, 3, *HW) and torch.allclose(gate, torch.full_like(gate, 0.5))
+    torch.testing.assert_close(v, gated(x, t, text_of(gated), text_is_embedded=True, reference=ref), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="return_gate needs a model with reference_copy"):
+        base(x, t, text_of(base), text_is_embedded=True, reference=ref, return_gate=True)
+
+
+def test_forcing_supervises_the_gate_with_where_the_truth_is_the_reference(randomize):
+    """The gate loss's target is 1 where the clip equals the reference and 0 where it is far: at a shut gate
+    (0 everywhere) the loss is 1 and 0 respectively, added to the velocity loss with its weight."""
+    from fashionchameleon.config import Preset
+    from fashionchameleon.training.objectives import TeacherForcing
+
+    _, gated = copy_model(randomize)
+    preset = Preset(name="copy-test", model=WITH_COPY, resolution=(48, 32), train_latent_frames=6)
+    ref = lat(1, 2)
+    for video, expected in ((ref.expand(1, 4, 6, *HW).clone(), 1.0), (ref.expand(1, 4, 6, *HW) + 5.0, 0.0)):
+        batch = {"video": video, "reference": ref, "garment": lat(1, 3), "prompts": ["x"],
+                 "text": torch.randn(1, 3, 8, generator=torch.Generator().manual_seed(9))}
+        objective = TeacherForcing(gated, preset, garment_dropout=0.0, gate_weight=0.5)
+        loss, metrics = objective(batch, torch.Generator().manual_seed(0))
+        assert metrics["gate_loss"] == pytest.approx(expected)
+        assert loss.item() == pytest.approx(metrics["velocity_loss"] + 0.5 * expected, rel=1e-6)
+        plain_loss, plain = TeacherForcing(gated, preset, garment_dropout=0.0)(batch, torch.Generator().manual_seed(0))
+        assert plain["loss"] == pytest.approx(metrics["velocity_loss"], rel=1e-6) and "gate_loss" not in plain
+    with pytest.raises(ValueError, match="needs a model with reference_copy"):
+        TeacherForcing(WanDiT(WITH_REF), preset, gate_weight=0.5)

@@ -163,6 +163,15 @@ def test_anchor_outside_dmd_or_negative_is_refused(tmp_path, argv):
         trainer_mod.run(args)
 
 
+@pytest.mark.parametrize("argv", [["--stage", "forcing", "--gate-weight", "1"],        # micro has no copy gate
+                                  ["--stage", "teacher", "--config", "tiny-v2-copy", "--gate-weight", "1"],
+                                  ["--stage", "forcing", "--config", "tiny-v2-copy", "--gate-weight", "-1"]])
+def test_gate_weight_outside_a_copy_models_forcing_is_refused(tmp_path, argv):
+    args = parse(cli_args(tmp_path, "dmd")[2:] + argv)
+    with pytest.raises(SystemExit, match="--gate-weight"):
+        trainer_mod.run(args)
+
+
 def test_exact_resume_after_interruption(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

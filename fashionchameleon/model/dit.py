@@ -305,7 +305,8 @@ class WanDiT(nn.Module):
         text_is_embedded: bool = False,
         kv_only: bool = False,
         reference: torch.Tensor | None = None,
-    ) -> torch.Tensor | None:
+        return_gate: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None:
         """Velocity prediction.
 
         Args:
@@ -322,9 +323,13 @@ class WanDiT(nn.Module):
                 None.
             reference: (b, reference_channels, 1, h, w), concatenated to every frame's channels: required by a
                 model with ``reference_channels``, refused by one without.
+            return_gate: also return the copy gate (b, 1, f, h, w) (a model with ``reference_copy``; training
+                supervises it).
         """
         if kv_only and capture is None:
             raise ValueError("kv_only needs a capture to fill")
+        if return_gate and not self.config.reference_copy:
+            raise ValueError("return_gate needs a model with reference_copy")
         b, _, f, h, w = latents.shape
         pt, ph, pw = self.config.patch_size
         if f % pt or h % ph or w % pw:
@@ -381,6 +386,8 @@ class WanDiT(nn.Module):
             z = self._unpatchify(self.copy_proj(x), f, hp, wp) + self.copy_distance * distance.detach()
             gate = GateClamp.apply(COPY_GAIN * z)
             velocity = velocity + gate * (copy_velocity(noisy, reference, timestep) - velocity)
+            if return_gate:
+                return velocity, gate
         return velocity
 
     def _unpatchify(self, x: torch.Tensor, f: int, hp: int, wp: int) -> torch.Tensor:

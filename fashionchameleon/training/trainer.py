@@ -38,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=None, help="default: 4e-4 teacher, 1e-4 forcing, 2e-5 dmd")
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay (0: no EMA copy; export the weights)")
+    p.add_argument("--gate-weight", type=float, default=0.0, metavar="WEIGHT",
+                   help="forcing with a reference_copy model: weight of a loss supervising the copy gate with where "
+                        "the truth is the reference (0: the velocity loss alone)")
     p.add_argument("--tau", type=float, default=0.2, help="dmd: gradient-reweighting temperature (inf = plain DMD)")
     p.add_argument("--reference", choices=["other", "same"], default="other",
                    help="other: the reference wears another garment (the paper's mismatch); same: the clip's own "
@@ -218,7 +221,7 @@ class Trainer:
         if self.args.stage == "teacher":
             return TeacherFlowMatching(self.model, self.preset)
         if self.args.stage == "forcing":
-            return TeacherForcing(self.model, self.preset)
+            return TeacherForcing(self.model, self.preset, gate_weight=self.args.gate_weight)
         from .dmd import GradientReweightedDMD
 
         return GradientReweightedDMD(self.model, self.preset, self.teacher, self.critic, tau=self.args.tau,
@@ -350,6 +353,8 @@ class Trainer:
             metadata["world_mix"] = self.args.world_mix
         if self.args.stage == "dmd" and self.args.anchor:
             metadata["anchor"] = self.args.anchor
+        if self.args.gate_weight:
+            metadata["gate_weight"] = self.args.gate_weight
         save_checkpoint(folder, model, self.preset, dtype=torch.float16 if small else None,
                         max_shard_mb=9.0 if small else None, metadata=metadata)
 
@@ -386,6 +391,10 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: {e}") from None
     if args.anchor and (args.stage != "dmd" or not math.isfinite(args.anchor) or args.anchor < 0):
         raise SystemExit("error: --anchor is a non-negative weight of the dmd stage")
+    if args.gate_weight and (args.stage != "forcing" or not preset.model.reference_copy
+                             or not math.isfinite(args.gate_weight) or args.gate_weight < 0):
+        raise SystemExit("error: --gate-weight is a non-negative weight of the forcing stage of a model with "
+                         "reference_copy (e.g. --config tiny-v2-copy)")
     if args.world_mix:
         problem = _world_mix_problem(args, preset)
         if problem:
