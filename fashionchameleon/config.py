@@ -249,6 +249,8 @@ _TINY_V2_A = Preset(
     stream=StreamConfig(block_frames=3, sink_frames=3, window_frames=3, keep_recent=0, reference_mix=0.5),
     resolution=(112, 192), train_latent_frames=9, world_version=2,
 )
+_TINY_V2_REF = dataclasses.replace(_TINY_V2_A, name="tiny-v2-ref",
+                                   model=dataclasses.replace(_TINY_V2_A.model, reference_channels=16))
 
 PRESETS: dict[str, Preset] = {
     # The first model's (the CPU default until tiny-v2-a): 64 tokens per latent frame at 128x128 (8x VAE,
@@ -273,13 +275,11 @@ PRESETS: dict[str, Preset] = {
     # tiny-v2-a with the reference latent also concatenated to every frame's channels (Wan image-to-video's
     # way of conditioning): 16 more input channels of the patch embedding, the same cost otherwise. Trained
     # from a tiny-v2-a teacher whose patch embedding gains zero weights for them (train --init).
-    "tiny-v2-ref": dataclasses.replace(_TINY_V2_A, name="tiny-v2-ref",
-                                       model=dataclasses.replace(_TINY_V2_A.model, reference_channels=16)),
+    "tiny-v2-ref": _TINY_V2_REF,
     # tiny-v2-ref with the learned copy gate (ModelConfig.reference_copy): one more linear head of 4 outputs
     # per token. Trained from a tiny-v2-ref network whose gate starts closed (train --init).
-    "tiny-v2-copy": dataclasses.replace(_TINY_V2_A, name="tiny-v2-copy",
-                                        model=dataclasses.replace(_TINY_V2_A.model, reference_channels=16,
-                                                                  reference_copy=True)),
+    "tiny-v2-copy": dataclasses.replace(_TINY_V2_REF, name="tiny-v2-copy",
+                                        model=dataclasses.replace(_TINY_V2_REF.model, reference_copy=True)),
     "tiny-v2-b": Preset(
         name="tiny-v2-b",
         model=ModelConfig(num_attention_heads=4, attention_head_dim=64, text_dim=64, freq_dim=256, ffn_dim=1024,

@@ -69,7 +69,7 @@ def test_open_gate_lands_on_the_reference(randomize):
 
 def test_copy_velocity_at_clean_frames_is_zero():
     x, ref = lat(2, 1), lat(1, 2)
-    v = copy_velocity(x, ref, torch.tensor([[0.0, 500.0]]))
+    v = copy_velocity(x, ref, torch.tensor([0.0, 0.5]).view(1, 1, 2, 1, 1))
     assert torch.equal(v[:, :, 0], torch.zeros_like(v[:, :, 0]))
     torch.testing.assert_close(v[:, :, 1], (x[:, :, 1] - ref[:, :, 0]) / 0.5)
 

@@ -224,11 +224,10 @@ class GateClamp(torch.autograd.Function):
         return grad * passes
 
 
-def copy_velocity(noisy: torch.Tensor, reference: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+def copy_velocity(noisy: torch.Tensor, reference: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """The flow-matching velocity whose clean estimate ``noisy - sigma v`` is exactly ``reference``:
     (x_t - reference) / sigma; zero on frames at sigma = 0 (already clean: nothing to copy).
-    ``timestep`` (b, frames) is 1000 sigma."""
-    sigma = (timestep.float() / 1000).view(timestep.shape[0], 1, timestep.shape[1], 1, 1)
+    ``sigma`` is (b, 1, frames, 1, 1)."""
     v = (noisy.float() - reference.float()) / sigma.clamp_min(1e-6)
     return torch.where(sigma > 0, v, torch.zeros_like(v)).to(noisy.dtype)
 
@@ -385,7 +384,7 @@ class WanDiT(nn.Module):
             distance = (noisy.float() - sigma * velocity.float() - reference.float()).norm(dim=1, keepdim=True)
             z = self._unpatchify(self.copy_proj(x), f, hp, wp) + self.copy_distance * distance.detach()
             gate = GateClamp.apply(COPY_GAIN * z)
-            velocity = velocity + gate * (copy_velocity(noisy, reference, timestep) - velocity)
+            velocity = velocity + gate * (copy_velocity(noisy, reference, sigma) - velocity)
             if return_gate:
                 return velocity, gate
         return velocity
