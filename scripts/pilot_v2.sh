@@ -68,6 +68,7 @@ DMD_WARMUP=${DMD_WARMUP:-25}
 ANCHOR=${ANCHOR:-0}              # student stage: GR-DMD's regression anchor (train --anchor; 0: plain GR-DMD)
 ALPHA=${ALPHA:-0.5}               # `average`: GR-DMD's share of the weights averaged with teacher forcing's
 GATE_WEIGHT=${GATE_WEIGHT:-0}     # forcing of a copy-gate preset (tiny-v2-copy): weight of the gate's own loss
+FORCING_ARGS=${FORCING_ARGS:-}     # more `train` flags of the forcing stage (e.g. "--gate-only --lr 1e-3 --warmup 25")
 CODEC_EVAL_SEEDS=${CODEC_EVAL_SEEDS:-500000-500031}
 if [ "${SMOKE:-0}" = 1 ]; then   # proves the commands run: a few steps, a few clips, one case
   TRAIN_SEEDS=0-7; CALIB_SEEDS=0-7; TEACHER_SECONDS=2; CALIB_STEPS=2; CODEC_STEPS=2; CODEC_CLIPS=8; BATCH=2; EVAL_CASES=1
@@ -190,7 +191,7 @@ if trains_student; then
   $PY -m fashionchameleon train --stage forcing --config "$CHOSEN" --init "$teacher" --codec "$CODEC" \
     --train-seeds "$TRAIN_SEEDS" --batch "$BATCH" --threads "$THREADS" --steps "$FORCING_STEPS" \
     --run-dir "$PILOT/runs/forcing-$CHOSEN$TAG" --out "$PILOT/forcing-$CHOSEN$TAG" --save-every 25 --sample-every 0 \
-    --world-mix "$WORLD_MIX" --gate-weight "$GATE_WEIGHT"
+    --world-mix "$WORLD_MIX" --gate-weight "$GATE_WEIGHT" $FORCING_ARGS
 fi
 if [ "$what" = student ]; then
   $PY -m fashionchameleon train --stage dmd --config "$CHOSEN" --init "$PILOT/forcing-$CHOSEN$TAG" --teacher "$teacher" \

@@ -172,6 +172,36 @@ def test_gate_weight_outside_a_copy_models_forcing_is_refused(tmp_path, argv):
         trainer_mod.run(args)
 
 
+@pytest.mark.parametrize("argv", [["--stage", "forcing", "--gate-only"],                 # micro has no copy gate
+                                  ["--stage", "dmd", "--config", "tiny-v2-copy", "--gate-only"],
+                                  ["--stage", "forcing", "--config", "tiny-v2-copy", "--gate-only", "--lora", "2"]])
+def test_gate_only_outside_a_copy_models_forcing_is_refused(tmp_path, argv):
+    args = parse(cli_args(tmp_path, "dmd")[2:] + argv)
+    with pytest.raises(SystemExit, match="--gate-only"):
+        trainer_mod.run(args)
+
+
+def test_gate_only_trains_the_copy_gate_and_nothing_else(tmp_path):
+    from dataclasses import replace
+
+    from fashionchameleon.model.dit import WanDiT
+
+    micro = get_preset("micro")
+    preset = replace(micro, name="micro-copy", model=replace(micro.model, reference_channels=16, reference_copy=True))
+    args = parse(cli_args(tmp_path, "forcing", "--steps", "3", "--gate-only", "--gate-weight", "1", "--lr", "1e-2"))
+    args.config = preset
+    trainer_mod.run(args)
+    torch.manual_seed(args.seed)            # the trainer builds its network right after seeding with --seed
+    start = WanDiT(preset.model).state_dict()
+    trained = torch.load(tmp_path / "run-forcing" / "state.pt", weights_only=True)["model"]
+    assert set(trained) == set(start)
+    for k, v in start.items():
+        if k.startswith("copy_"):
+            assert not torch.equal(trained[k], v), f"{k} did not train"
+        else:
+            assert torch.equal(trained[k], v), f"{k} changed under --gate-only"
+
+
 def test_exact_resume_after_interruption(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

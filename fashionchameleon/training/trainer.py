@@ -41,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gate-weight", type=float, default=0.0, metavar="WEIGHT",
                    help="forcing with a reference_copy model: weight of a loss supervising the copy gate with where "
                         "the truth is the reference (0: the velocity loss alone)")
+    p.add_argument("--gate-only", action="store_true",
+                   help="forcing with a reference_copy model: train only the copy gate (copy_proj, copy_distance), the "
+                        "rest frozen as --init left it (cheap: no backward through the trunk; pass a larger --lr)")
     p.add_argument("--tau", type=float, default=0.2, help="dmd: gradient-reweighting temperature (inf = plain DMD)")
     p.add_argument("--reference", choices=["other", "same"], default="other",
                    help="other: the reference wears another garment (the paper's mismatch); same: the clip's own "
@@ -181,6 +184,9 @@ class Trainer:
             from .lora import apply_lora
 
             self.model = apply_lora(self.model, args.lora)
+        if getattr(args, "gate_only", False):
+            for name, p in self.model.named_parameters():
+                p.requires_grad_(name.startswith("copy_"))
         # no EMA copy with --ema 0 (one copy of the weights less: the 1-GPU check at real shapes needs it)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval() if args.ema > 0 else None
         self.model.gradient_checkpointing = bool(getattr(args, "checkpointing", False))
@@ -355,6 +361,8 @@ class Trainer:
             metadata["anchor"] = self.args.anchor
         if self.args.gate_weight:
             metadata["gate_weight"] = self.args.gate_weight
+        if getattr(self.args, "gate_only", False):
+            metadata["gate_only"] = True
         save_checkpoint(folder, model, self.preset, dtype=torch.float16 if small else None,
                         max_shard_mb=9.0 if small else None, metadata=metadata)
 
@@ -395,6 +403,10 @@ def run(args: argparse.Namespace) -> int:
                              or not math.isfinite(args.gate_weight) or args.gate_weight < 0):
         raise SystemExit("error: --gate-weight is a non-negative weight of the forcing stage of a model with "
                          "reference_copy (e.g. --config tiny-v2-copy)")
+    if getattr(args, "gate_only", False) and (args.stage != "forcing" or not preset.model.reference_copy or args.lora
+                                               or args.fsdp):
+        raise SystemExit("error: --gate-only trains the copy gate in the forcing stage of a model with reference_copy "
+                         "(e.g. --config tiny-v2-copy), without --lora or --fsdp")
     if args.world_mix:
         problem = _world_mix_problem(args, preset)
         if problem:
