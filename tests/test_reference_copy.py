@@ -130,9 +130,13 @@ def test_return_gate_hands_over_the_gate_of_the_same_pass(randomize):
     base, gated = copy_model(randomize)
     gated.copy_proj.bias.fill_(0.05)
     x, ref, t = lat(3, 1), lat(1, 2), torch.tensor([600.0])
-    v, gate = gated(x, t, text_of(gated), text_is_embedded=True, reference=ref, return_gate=True)
+    v, gate, own = gated(x, t, text_of(gated), text_is_embedded=True, reference=ref, return_gate=True)
     assert gate.shape == (1, 1, 3, *HW) and torch.allclose(gate, torch.full_like(gate, 0.5))
     torch.testing.assert_close(v, gated(x, t, text_of(gated), text_is_embedded=True, reference=ref), atol=0, rtol=0)
+    # the velocity before the gate is the network it was warm-started from; the gate mixes the copy into it
+    torch.testing.assert_close(own, base(x, t, text_of(base), text_is_embedded=True, reference=ref))
+    sigma = torch.full((1, 1, 3, 1, 1), 0.6)
+    torch.testing.assert_close(v, own + 0.5 * (copy_velocity(x, ref, sigma) - own))
     with pytest.raises(ValueError, match="return_gate needs a model with reference_copy"):
         base(x, t, text_of(base), text_is_embedded=True, reference=ref, return_gate=True)
 
@@ -157,3 +161,25 @@ def test_forcing_supervises_the_gate_with_where_the_truth_is_the_reference(rando
         assert plain["loss"] == pytest.approx(metrics["velocity_loss"], rel=1e-6) and "gate_loss" not in plain
     with pytest.raises(ValueError, match="needs a model with reference_copy"):
         TeacherForcing(WanDiT(WITH_REF), preset, gate_weight=0.5)
+
+
+def test_oracle_gate_target_is_the_copy_that_lands_closest_to_the_truth():
+    """The oracle target moves the network's clean estimate toward the reference as far as brings it closest to
+    the truth: 1 where the truth is the reference, the fraction of the way for a truth part of the way, 0 where
+    the reference lies away from the truth (the estimate is already nearer)."""
+    from fashionchameleon.config import Preset
+    from fashionchameleon.training.objectives import TeacherForcing
+
+    preset = Preset(name="copy-test", model=WITH_COPY, resolution=(48, 32), train_latent_frames=6)
+    objective = TeacherForcing(WanDiT(WITH_COPY), preset, gate_weight=1.0, gate_target="oracle")
+    estimate, reference = lat(3, 1), lat(1, 2)
+    sigma = torch.full((1, 3), 0.5)
+    noisy = lat(3, 3)
+    own = (noisy - estimate) / 0.5           # the velocity whose clean estimate is ``estimate``
+    for x0, expected in ((reference.expand_as(estimate), 1.0), (estimate + 0.3 * (reference - estimate), 0.3),
+                         (estimate - (reference - estimate), 0.0), (estimate, 0.0)):
+        target = objective._gate_target(x0, reference, noisy, sigma, own)
+        assert target.shape == (1, 1, 3, *HW)
+        torch.testing.assert_close(target, torch.full_like(target, expected), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="gate_target"):
+        TeacherForcing(WanDiT(WITH_COPY), preset, gate_weight=1.0, gate_target="nearest")

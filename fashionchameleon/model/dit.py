@@ -322,8 +322,9 @@ class WanDiT(nn.Module):
                 None.
             reference: (b, reference_channels, 1, h, w), concatenated to every frame's channels: required by a
                 model with ``reference_channels``, refused by one without.
-            return_gate: also return the copy gate (b, 1, f, h, w) (a model with ``reference_copy``; training
-                supervises it).
+            return_gate: return (velocity, gate, own velocity): also the copy gate (b, 1, f, h, w) and the
+                network's velocity before the gate mixed the copy in (a model with ``reference_copy``; training
+                supervises the gate).
         """
         if kv_only and capture is None:
             raise ValueError("kv_only needs a capture to fill")
@@ -384,9 +385,10 @@ class WanDiT(nn.Module):
             distance = (noisy.float() - sigma * velocity.float() - reference.float()).norm(dim=1, keepdim=True)
             z = self._unpatchify(self.copy_proj(x), f, hp, wp) + self.copy_distance * distance.detach()
             gate = GateClamp.apply(COPY_GAIN * z)
-            velocity = velocity + gate * (copy_velocity(noisy, reference, sigma) - velocity)
+            own = velocity
+            velocity = own + gate * (copy_velocity(noisy, reference, sigma) - own)
             if return_gate:
-                return velocity, gate
+                return velocity, gate, own
         return velocity
 
     def _unpatchify(self, x: torch.Tensor, f: int, hp: int, wp: int) -> torch.Tensor:

@@ -71,19 +71,25 @@ class TeacherFlowMatching(torch.nn.Module):
 class TeacherForcing(torch.nn.Module):
     """Each block of the noisy copy sits at one of the student's timesteps and sees the clean blocks before it.
 
-    With ``gate_weight`` > 0 (a model with ``reference_copy``), the copy gate is also supervised with where the
-    truth is the reference (within ``gate_bound`` of it, L2 over channels, per latent position): the velocity
-    loss alone gives copying a few percent of its signal (MODEL_CARD.md, "Copying the reference").
+    With ``gate_weight`` > 0 (a model with ``reference_copy``), the copy gate is also supervised per latent
+    position, every position alike: the velocity loss alone gives copying a few percent of its signal (the static
+    scene's share of it; MODEL_CARD.md, "Copying the reference"). ``gate_target`` "bound": 1 where the truth is
+    within ``gate_bound`` of the reference (L2 over channels), 0 elsewhere; "oracle": the gate that would have
+    moved the network's own clean estimate closest to the truth (its projection onto the line to the reference,
+    clamped to [0, 1]), which is 1 where the truth is the reference and weighs a partial copy against the
+    network's estimate elsewhere.
     """
 
     def __init__(self, model: WanDiT, preset: Preset, garment_dropout: float = 0.1, gate_weight: float = 0.0,
-                 gate_bound: float = 0.2):
+                 gate_bound: float = 0.2, gate_target: str = "bound"):
         super().__init__()
         if gate_weight and not model.config.reference_copy:
             raise ValueError("a gate loss needs a model with reference_copy")
         self.model = model
         self.preset, self.garment_dropout = preset, garment_dropout
-        self.gate_weight, self.gate_bound = gate_weight, gate_bound
+        if gate_target not in ("bound", "oracle"):
+            raise ValueError(f"gate_target is 'bound' or 'oracle', not {gate_target!r}")
+        self.gate_weight, self.gate_bound, self.gate_target = gate_weight, gate_bound, gate_target
         s = preset.stream
         self.policy = WindowPolicy(s.sink_frames, s.window_frames)
         self.sigmas = stream_sigmas(preset.stream)
@@ -107,13 +113,26 @@ class TeacherForcing(torch.nn.Module):
         mask = block_causal_mask(f, bf, self.policy, context_frames=cache.visible_frames, teacher_forcing=True)
         out = model(seq, t, cond.text, positions=positions, frame_mask=mask, context=cache, text_is_embedded=True,
                     reference=cache.reference, return_gate=self.gate_weight > 0)
-        v, gate = out if self.gate_weight > 0 else (out, None)
+        v, gate, own = out if self.gate_weight > 0 else (out, None, None)
         loss = F.mse_loss(v[:, :, f:].float(), noise - x0)
         metrics = {"loss": loss.item()}
         if gate is not None:
-            copyable = ((x0 - cache.reference).norm(dim=1, keepdim=True) < self.gate_bound).float()
-            gate_loss = F.mse_loss(gate[:, :, f:].float(), copyable)
+            gate_loss = F.mse_loss(gate[:, :, f:].float(), self._gate_target(x0, cache.reference, seq[:, :, f:],
+                                                                              sigma, own[:, :, f:]))
             metrics.update(velocity_loss=loss.item(), gate_loss=gate_loss.item())
             loss = loss + self.gate_weight * gate_loss
             metrics["loss"] = loss.item()
         return loss, metrics
+
+    @torch.no_grad()
+    def _gate_target(self, x0: torch.Tensor, reference: torch.Tensor, noisy: torch.Tensor, sigma: torch.Tensor,
+                     own: torch.Tensor) -> torch.Tensor:
+        """(b, 1, f, h, w) per latent position: where copying the reference is right."""
+        x0, reference = x0.float(), reference.float()
+        if self.gate_target == "bound":
+            return ((x0 - reference).norm(dim=1, keepdim=True) < self.gate_bound).float()
+        # the noisy blocks all sit at sigma > 0 (the stream's levels), so the own clean estimate is defined
+        estimate = noisy.float() - sigma[:, None, :, None, None] * own.float()
+        toward = reference - estimate
+        best = (x0 - estimate).mul(toward).sum(1, keepdim=True) / toward.square().sum(1, keepdim=True).clamp_min(1e-6)
+        return best.clamp(0, 1)

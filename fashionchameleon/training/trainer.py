@@ -41,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gate-weight", type=float, default=0.0, metavar="WEIGHT",
                    help="forcing with a reference_copy model: weight of a loss supervising the copy gate with where "
                         "the truth is the reference (0: the velocity loss alone)")
+    p.add_argument("--gate-target", choices=["bound", "oracle"], default="bound",
+                   help="--gate-weight's target: bound = 1 where the truth is within 0.2 of the reference; oracle = "
+                        "the gate that moves the network's own clean estimate closest to the truth")
     p.add_argument("--gate-only", action="store_true",
                    help="forcing with a reference_copy model: train only the copy gate (copy_proj, copy_distance), the "
                         "rest frozen as --init left it (cheap: no backward through the trunk; pass a larger --lr)")
@@ -227,7 +230,8 @@ class Trainer:
         if self.args.stage == "teacher":
             return TeacherFlowMatching(self.model, self.preset)
         if self.args.stage == "forcing":
-            return TeacherForcing(self.model, self.preset, gate_weight=self.args.gate_weight)
+            return TeacherForcing(self.model, self.preset, gate_weight=self.args.gate_weight,
+                                  gate_target=getattr(self.args, "gate_target", "bound"))
         from .dmd import GradientReweightedDMD
 
         return GradientReweightedDMD(self.model, self.preset, self.teacher, self.critic, tau=self.args.tau,
@@ -361,6 +365,7 @@ class Trainer:
             metadata["anchor"] = self.args.anchor
         if self.args.gate_weight:
             metadata["gate_weight"] = self.args.gate_weight
+            metadata["gate_target"] = getattr(self.args, "gate_target", "bound")
         if getattr(self.args, "gate_only", False):
             metadata["gate_only"] = True
         save_checkpoint(folder, model, self.preset, dtype=torch.float16 if small else None,
