@@ -183,3 +183,15 @@ def test_oracle_gate_target_is_the_copy_that_lands_closest_to_the_truth():
         torch.testing.assert_close(target, torch.full_like(target, expected), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="gate_target"):
         TeacherForcing(WanDiT(WITH_COPY), preset, gate_weight=1.0, gate_target="nearest")
+
+
+def test_the_weight_hash_covers_the_gates_scalar_weight():
+    """eval and the streaming generator record a checkpoint's weight hash: the gate's 0-dim distance weight is
+    part of it (a 0-dim tensor once broke the hash)."""
+    from fashionchameleon.model.codec import state_sha256
+
+    model = WanDiT(WITH_COPY)
+    before = state_sha256(model.state_dict())
+    with torch.no_grad():
+        model.copy_distance.fill_(-0.5)
+    assert state_sha256(model.state_dict()) != before
