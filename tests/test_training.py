@@ -181,13 +181,26 @@ def test_gate_only_outside_a_copy_models_forcing_is_refused(tmp_path, argv):
         trainer_mod.run(args)
 
 
-def test_gate_only_trains_the_copy_gate_and_nothing_else(tmp_path):
+@pytest.mark.parametrize("argv", [["--stage", "forcing", "--gate-lr", "1e-3"],             # micro has no copy gate
+                                  ["--stage", "dmd", "--config", "tiny-v2-copy", "--gate-lr", "1e-3"],
+                                  ["--stage", "forcing", "--config", "tiny-v2-copy", "--gate-lr", "0"]])
+def test_gate_lr_outside_a_copy_models_forcing_is_refused(tmp_path, argv):
+    args = parse(cli_args(tmp_path, "dmd")[2:] + argv)
+    with pytest.raises(SystemExit, match="--gate-lr"):
+        trainer_mod.run(args)
+
+
+def micro_copy():
     from dataclasses import replace
 
+    micro = get_preset("micro")
+    return replace(micro, name="micro-copy", model=replace(micro.model, reference_channels=16, reference_copy=True))
+
+
+def test_gate_only_trains_the_copy_gate_and_nothing_else(tmp_path):
     from fashionchameleon.model.dit import WanDiT
 
-    micro = get_preset("micro")
-    preset = replace(micro, name="micro-copy", model=replace(micro.model, reference_channels=16, reference_copy=True))
+    preset = micro_copy()
     args = parse(cli_args(tmp_path, "forcing", "--steps", "3", "--gate-only", "--gate-weight", "1", "--lr", "1e-2"))
     args.config = preset
     trainer_mod.run(args)
@@ -200,6 +213,19 @@ def test_gate_only_trains_the_copy_gate_and_nothing_else(tmp_path):
             assert not torch.equal(trained[k], v), f"{k} did not train"
         else:
             assert torch.equal(trained[k], v), f"{k} changed under --gate-only"
+
+
+def test_gate_lr_gives_the_copy_gate_its_own_rate_on_the_same_schedule(tmp_path):
+    args = parse(cli_args(tmp_path, "forcing", "--steps", "2", "--lr", "1e-4", "--gate-lr", "1e-2",
+                          "--gate-weight", "1"))
+    args.config = micro_copy()
+    trainer_mod.run(args)
+    state = torch.load(tmp_path / "run-forcing" / "state.pt", weights_only=False)
+    trunk, gate = state["opt"]["param_groups"]
+    assert len(gate["params"]) == 3                              # copy_proj weight and bias, copy_distance
+    assert gate["lr"] == pytest.approx(100 * trunk["lr"]) and trunk["lr"] > 0
+    log = [json.loads(line) for line in (tmp_path / "run-forcing" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["lr"] == pytest.approx(trunk["lr"])          # the log keeps the trunk's rate
 
 
 def test_exact_resume_after_interruption(tmp_path):

@@ -44,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gate-target", choices=["bound", "oracle"], default="bound",
                    help="--gate-weight's target: bound = 1 where the truth is within 0.2 of the reference; oracle = "
                         "the gate that moves the network's own clean estimate closest to the truth")
+    p.add_argument("--gate-lr", type=float, default=None, metavar="LR",
+                   help="forcing with a reference_copy model: the copy gate's own peak learning rate (same schedule; "
+                        "default: --lr)")
     p.add_argument("--gate-only", action="store_true",
                    help="forcing with a reference_copy model: train only the copy gate (copy_proj, copy_distance), the "
                         "rest frozen as --init left it (cheap: no backward through the trunk; pass a larger --lr)")
@@ -208,7 +211,13 @@ class Trainer:
                 self.scopes["critic"] = shard(self.critic, trainable=True, mp_policy=mp)
         lr = args.lr if args.lr is not None else {"teacher": 4e-4, "forcing": 1e-4, "dmd": 2e-5}[args.stage]
         self.lr = lr
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        gate_lr = getattr(args, "gate_lr", None)
+        # the copy gate's own rate: Adam moves a weight by about its rate per step, and at the trunk's the gate
+        # opens too slowly to matter within a run (MODEL_CARD.md, "Copying the reference")
+        params = [{"params": [p for n, p in named if not (gate_lr and n.startswith("copy_"))]}]
+        if gate_lr:
+            params.append({"params": [p for n, p in named if n.startswith("copy_")], "lr_scale": gate_lr / lr})
         # on GPU one parameter at a time: the multi-tensor ("foreach") path allocates temporaries the size of all
         # the (sharded) states at once, 20 GB for a 5B model on one GPU
         self.opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.01,
@@ -276,7 +285,7 @@ class Trainer:
 
     def step(self, step: int) -> dict:
         for g in self.opt.param_groups:
-            g["lr"] = self.lr_at(step)
+            g["lr"] = self.lr_at(step) * g.get("lr_scale", 1.0)
         gen = step_generator(self.args.seed, step)  # identical on every rank
         batch = self.local_batch(step)
         if self.fsdp:
@@ -368,6 +377,8 @@ class Trainer:
             metadata["gate_target"] = getattr(self.args, "gate_target", "bound")
         if getattr(self.args, "gate_only", False):
             metadata["gate_only"] = True
+        if getattr(self.args, "gate_lr", None):
+            metadata["gate_lr"] = self.args.gate_lr
         save_checkpoint(folder, model, self.preset, dtype=torch.float16 if small else None,
                         max_shard_mb=9.0 if small else None, metadata=metadata)
 
@@ -408,6 +419,11 @@ def run(args: argparse.Namespace) -> int:
                              or not math.isfinite(args.gate_weight) or args.gate_weight < 0):
         raise SystemExit("error: --gate-weight is a non-negative weight of the forcing stage of a model with "
                          "reference_copy (e.g. --config tiny-v2-copy)")
+    if getattr(args, "gate_lr", None) is not None and (
+            args.stage != "forcing" or not preset.model.reference_copy or args.lora or args.fsdp
+            or not math.isfinite(args.gate_lr) or args.gate_lr <= 0):
+        raise SystemExit("error: --gate-lr is a positive rate of the copy gate in the forcing stage of a model with "
+                         "reference_copy (e.g. --config tiny-v2-copy), without --lora or --fsdp")
     if getattr(args, "gate_only", False) and (args.stage != "forcing" or not preset.model.reference_copy or args.lora
                                                or args.fsdp):
         raise SystemExit("error: --gate-only trains the copy gate in the forcing stage of a model with reference_copy "
