@@ -47,11 +47,17 @@ class ModelConfig:
     # velocity that lands exactly on the reference. Copying what did not change becomes one gate value
     # instead of a reconstruction; the gate starts at 0 (the network without it). No diffusers counterpart.
     reference_copy: bool = False
+    # The copy gate closes where the network's own clean estimate is already far from the reference (fully open
+    # within this distance, L2 over channels per latent position, shut at twice it; 0: no cut). The gate's
+    # features alone cannot tell a new garment from the unchanged scene well enough; its own estimate can.
+    copy_cut: float = 0.0
 
     def __post_init__(self) -> None:
         if self.reference_copy and self.reference_channels != self.out_channels:
             raise ValueError(f"reference_copy needs reference_channels == out_channels ({self.out_channels}), "
                              f"got {self.reference_channels}")
+        if self.copy_cut and (not self.reference_copy or not self.copy_cut > 0):
+            raise ValueError(f"copy_cut is a positive distance of a model with reference_copy, got {self.copy_cut}")
 
     @property
     def inner_dim(self) -> int:
@@ -61,7 +67,7 @@ class ModelConfig:
         d = dataclasses.asdict(self)
         d["patch_size"] = list(self.patch_size)
         d["prompt_vocab"] = list(self.prompt_vocab)
-        for name in ("reference_channels", "reference_copy"):
+        for name in ("reference_channels", "reference_copy", "copy_cut"):
             if not d[name]:                 # configs without them keep their config.json as it was
                 del d[name]
         return d
@@ -86,7 +92,8 @@ class ModelConfig:
             raise ValueError("image-conditioned Wan variants (image_dim / added_kv_proj_dim) are not supported")
         if d.get("qk_norm", "rms_norm_across_heads") != "rms_norm_across_heads":
             raise ValueError(f"unsupported qk_norm {d.get('qk_norm')!r}")
-        keep = {f.name for f in dataclasses.fields(cls)} - {"prompt_vocab", "reference_channels", "reference_copy"}
+        keep = {f.name for f in dataclasses.fields(cls)} - {"prompt_vocab", "reference_channels", "reference_copy",
+                                                            "copy_cut"}
         ours = {k: v for k, v in d.items() if k in keep}
         refs = int(d.get("_fashionchameleon_reference_channels") or 0)
         if refs:

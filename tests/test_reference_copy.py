@@ -195,3 +195,34 @@ def test_the_weight_hash_covers_the_gates_scalar_weight():
     with torch.no_grad():
         model.copy_distance.fill_(-0.5)
     assert state_sha256(model.state_dict()) != before
+
+
+def test_config_rules_of_the_copy_cut():
+    with pytest.raises(ValueError, match="copy_cut"):
+        replace(WITH_REF, copy_cut=0.5)                     # no gate to cut
+    with pytest.raises(ValueError, match="copy_cut"):
+        replace(WITH_COPY, copy_cut=-1.0)
+    assert "copy_cut" not in WITH_COPY.to_dict()
+    cut = replace(WITH_COPY, copy_cut=0.5)
+    assert ModelConfig.from_dict(cut.to_dict()) == cut
+
+
+@torch.no_grad()
+def test_the_copy_cut_shuts_the_gate_where_the_own_estimate_is_far_from_the_reference(randomize):
+    """The cut multiplies the gate by 1 where the network's own clean estimate is within it of the reference, 0
+    beyond twice it (smoothstep between); the gate's features are unchanged."""
+    _, gated = copy_model(randomize)
+    gated.copy_proj.bias.fill_(0.05)                         # gate 0.5 everywhere without the cut
+    cut = WanDiT(replace(WITH_COPY, copy_cut=1.0)).eval()
+    cut.load_state_dict(gated.state_dict())
+    x, ref, t = lat(3, 1), lat(1, 2), torch.tensor([600.0])
+    _, gate, own = gated(x, t, text_of(gated), text_is_embedded=True, reference=ref, return_gate=True)
+    _, cut_gate, cut_own = cut(x, t, text_of(cut), text_is_embedded=True, reference=ref, return_gate=True)
+    torch.testing.assert_close(own, cut_own)
+    distance = (x - 0.6 * own - ref).norm(dim=1, keepdim=True)
+    near, far = distance < 1.0, distance > 2.0
+    assert near.any() and far.any()
+    torch.testing.assert_close(cut_gate[near], gate[near])
+    assert (cut_gate[far] == 0).all()
+    between = ~near & ~far
+    assert ((cut_gate[between] > 0) & (cut_gate[between] < gate[between])).all()

@@ -385,6 +385,10 @@ class WanDiT(nn.Module):
             distance = (noisy.float() - sigma * velocity.float() - reference.float()).norm(dim=1, keepdim=True)
             z = self._unpatchify(self.copy_proj(x), f, hp, wp) + self.copy_distance * distance.detach()
             gate = GateClamp.apply(COPY_GAIN * z)
+            if self.config.copy_cut:
+                cut = self.config.copy_cut
+                near = (2 - distance.detach() / cut).clamp(0, 1)    # 1 within the cut, 0 beyond twice it
+                gate = gate * (near * near * (3 - 2 * near))
             own = velocity
             velocity = own + gate * (copy_velocity(noisy, reference, sigma) - own)
             if return_gate:
