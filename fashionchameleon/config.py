@@ -48,8 +48,9 @@ class ModelConfig:
     # instead of a reconstruction; the gate starts at 0 (the network without it). No diffusers counterpart.
     reference_copy: bool = False
     # The copy gate closes where the network's own clean estimate is already far from the reference (fully open
-    # within this distance, L2 over channels per latent position, shut at twice it; 0: no cut). The gate's
-    # features alone cannot tell a new garment from the unchanged scene well enough; its own estimate can.
+    # within this distance, L2 over channels per latent position, shut at twice it; 0: no cut): a training-free
+    # check on a gate whose features cannot tell a new garment from the unchanged scene well enough. (It does not
+    # catch a garment the early estimates still draw like the reference's: MODEL_CARD.md.)
     copy_cut: float = 0.0
 
     def __post_init__(self) -> None:

@@ -197,11 +197,12 @@ def micro_copy():
     return replace(micro, name="micro-copy", model=replace(micro.model, reference_channels=16, reference_copy=True))
 
 
-def test_gate_only_trains_the_copy_gate_and_nothing_else(tmp_path):
+@pytest.mark.parametrize("rates", [["--lr", "1e-2"], ["--lr", "1e-4", "--gate-lr", "1e-2"]])
+def test_gate_only_trains_the_copy_gate_and_nothing_else(tmp_path, rates):
     from fashionchameleon.model.dit import WanDiT
 
     preset = micro_copy()
-    args = parse(cli_args(tmp_path, "forcing", "--steps", "3", "--gate-only", "--gate-weight", "1", "--lr", "1e-2"))
+    args = parse(cli_args(tmp_path, "forcing", "--steps", "3", "--gate-only", "--gate-weight", "1", *rates))
     args.config = preset
     trainer_mod.run(args)
     torch.manual_seed(args.seed)            # the trainer builds its network right after seeding with --seed

@@ -218,6 +218,7 @@ class Trainer:
         params = [{"params": [p for n, p in named if not (gate_lr and n.startswith("copy_"))]}]
         if gate_lr:
             params.append({"params": [p for n, p in named if n.startswith("copy_")], "lr_scale": gate_lr / lr})
+        params = [group for group in params if group["params"]]     # --gate-only: no trunk group
         # on GPU one parameter at a time: the multi-tensor ("foreach") path allocates temporaries the size of all
         # the (sharded) states at once, 20 GB for a 5B model on one GPU
         self.opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.01,
