@@ -163,30 +163,19 @@ def test_anchor_outside_dmd_or_negative_is_refused(tmp_path, argv):
         trainer_mod.run(args)
 
 
-@pytest.mark.parametrize("argv", [["--stage", "forcing", "--gate-weight", "1"],        # micro has no copy gate
-                                  ["--stage", "teacher", "--config", "tiny-v2-copy", "--gate-weight", "1"],
-                                  ["--stage", "forcing", "--config", "tiny-v2-copy", "--gate-weight", "-1"]])
-def test_gate_weight_outside_a_copy_models_forcing_is_refused(tmp_path, argv):
+@pytest.mark.parametrize("argv, flag", [
+    (["--stage", "forcing", "--gate-weight", "1"], "--gate-weight"),                   # micro has no copy gate
+    (["--stage", "teacher", "--config", "tiny-v2-copy", "--gate-weight", "1"], "--gate-weight"),
+    (["--stage", "forcing", "--config", "tiny-v2-copy", "--gate-weight", "-1"], "--gate-weight"),
+    (["--stage", "forcing", "--gate-only"], "--gate-only"),
+    (["--stage", "dmd", "--config", "tiny-v2-copy", "--gate-only"], "--gate-only"),
+    (["--stage", "forcing", "--config", "tiny-v2-copy", "--gate-only", "--lora", "2"], "--gate-only"),
+    (["--stage", "forcing", "--gate-lr", "1e-3"], "--gate-lr"),
+    (["--stage", "dmd", "--config", "tiny-v2-copy", "--gate-lr", "1e-3"], "--gate-lr"),
+    (["--stage", "forcing", "--config", "tiny-v2-copy", "--gate-lr", "0"], "--gate-lr")])
+def test_copy_gate_flags_outside_a_copy_models_forcing_are_refused(tmp_path, argv, flag):
     args = parse(cli_args(tmp_path, "dmd")[2:] + argv)
-    with pytest.raises(SystemExit, match="--gate-weight"):
-        trainer_mod.run(args)
-
-
-@pytest.mark.parametrize("argv", [["--stage", "forcing", "--gate-only"],                 # micro has no copy gate
-                                  ["--stage", "dmd", "--config", "tiny-v2-copy", "--gate-only"],
-                                  ["--stage", "forcing", "--config", "tiny-v2-copy", "--gate-only", "--lora", "2"]])
-def test_gate_only_outside_a_copy_models_forcing_is_refused(tmp_path, argv):
-    args = parse(cli_args(tmp_path, "dmd")[2:] + argv)
-    with pytest.raises(SystemExit, match="--gate-only"):
-        trainer_mod.run(args)
-
-
-@pytest.mark.parametrize("argv", [["--stage", "forcing", "--gate-lr", "1e-3"],             # micro has no copy gate
-                                  ["--stage", "dmd", "--config", "tiny-v2-copy", "--gate-lr", "1e-3"],
-                                  ["--stage", "forcing", "--config", "tiny-v2-copy", "--gate-lr", "0"]])
-def test_gate_lr_outside_a_copy_models_forcing_is_refused(tmp_path, argv):
-    args = parse(cli_args(tmp_path, "dmd")[2:] + argv)
-    with pytest.raises(SystemExit, match="--gate-lr"):
+    with pytest.raises(SystemExit, match=flag):
         trainer_mod.run(args)
 
 
