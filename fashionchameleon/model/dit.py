@@ -224,6 +224,13 @@ class GateClamp(torch.autograd.Function):
         return grad * passes
 
 
+def far_from_reference(distance: torch.Tensor, threshold: float) -> torch.Tensor:
+    """0 where ``distance`` (to the reference latent, per position) is within ``threshold``, 1 at twice it and
+    beyond, a smoothstep between: the one fade both the copy gate's cut and the streaming snap use."""
+    far = ((distance - threshold) / threshold).clamp(0, 1)
+    return far * far * (3 - 2 * far)
+
+
 def copy_velocity(noisy: torch.Tensor, reference: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """The flow-matching velocity whose clean estimate ``noisy - sigma v`` is exactly ``reference``:
     (x_t - reference) / sigma; zero on frames at sigma = 0 (already clean: nothing to copy).
@@ -382,13 +389,12 @@ class WanDiT(nn.Module):
         if self.config.reference_copy:
             timestep = timestep.repeat_interleave(pt, 1)
             sigma = (timestep.float() / 1000).view(b, 1, -1, 1, 1)
-            distance = (noisy.float() - sigma * velocity.float() - reference.float()).norm(dim=1, keepdim=True)
-            z = self._unpatchify(self.copy_proj(x), f, hp, wp) + self.copy_distance * distance.detach()
+            # the gate reads how far the network's own clean estimate is from the reference, without training it
+            distance = (noisy.float() - sigma * velocity.float() - reference.float()).norm(dim=1, keepdim=True).detach()
+            z = self._unpatchify(self.copy_proj(x), f, hp, wp) + self.copy_distance * distance
             gate = GateClamp.apply(COPY_GAIN * z)
             if self.config.copy_cut:
-                cut = self.config.copy_cut
-                near = (2 - distance.detach() / cut).clamp(0, 1)    # 1 within the cut, 0 beyond twice it
-                gate = gate * (near * near * (3 - 2 * near))
+                gate = gate * (1 - far_from_reference(distance, self.config.copy_cut))
             own = velocity
             velocity = own + gate * (copy_velocity(noisy, reference, sigma) - own)
             if return_gate:

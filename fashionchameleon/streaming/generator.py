@@ -28,6 +28,7 @@ import torch
 from ..config import Preset, StreamConfig, get_preset
 from ..media import fit_garment, fit_person, load_image
 from ..model import causal
+from ..model.dit import far_from_reference
 from ..model.kv_cache import WindowPolicy
 from ..model.loading import shipped_configs, shipped_tiny_codecs
 from ..model.schedule import stream_sigmas
@@ -81,8 +82,7 @@ def snap_to_reference(x0: torch.Tensor, reference: torch.Tensor, threshold: floa
     if threshold <= 0:
         return x0
     residual = x0 - reference
-    keep = ((residual.norm(dim=1, keepdim=True) - threshold) / threshold).clamp(0, 1)
-    keep = keep * keep * (3 - 2 * keep)
+    keep = far_from_reference(residual.norm(dim=1, keepdim=True), threshold)
     # next to what changed the model keeps its estimate: a limb's edge moves a little, yet it moves
     keep = torch.nn.functional.max_pool3d(keep, (1, 3, 3), stride=1, padding=(0, 1, 1))
     return reference + keep * residual

@@ -190,7 +190,7 @@ class Trainer:
             from .lora import apply_lora
 
             self.model = apply_lora(self.model, args.lora)
-        if getattr(args, "gate_only", False):
+        if args.gate_only:
             for name, p in self.model.named_parameters():
                 p.requires_grad_(name.startswith("copy_"))
         # no EMA copy with --ema 0 (one copy of the weights less: the 1-GPU check at real shapes needs it)
@@ -212,7 +212,7 @@ class Trainer:
         lr = args.lr if args.lr is not None else {"teacher": 4e-4, "forcing": 1e-4, "dmd": 2e-5}[args.stage]
         self.lr = lr
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        gate_lr = getattr(args, "gate_lr", None)
+        gate_lr = args.gate_lr
         # the copy gate's own rate: Adam moves a weight by about its rate per step, and at the trunk's the gate
         # opens too slowly to matter within a run (MODEL_CARD.md, "Copying the reference")
         params = [{"params": [p for n, p in named if not (gate_lr and n.startswith("copy_"))]}]
@@ -241,7 +241,7 @@ class Trainer:
             return TeacherFlowMatching(self.model, self.preset)
         if self.args.stage == "forcing":
             return TeacherForcing(self.model, self.preset, gate_weight=self.args.gate_weight,
-                                  gate_target=getattr(self.args, "gate_target", "bound"))
+                                  gate_target=self.args.gate_target)
         from .dmd import GradientReweightedDMD
 
         return GradientReweightedDMD(self.model, self.preset, self.teacher, self.critic, tau=self.args.tau,
@@ -375,10 +375,10 @@ class Trainer:
             metadata["anchor"] = self.args.anchor
         if self.args.gate_weight:
             metadata["gate_weight"] = self.args.gate_weight
-            metadata["gate_target"] = getattr(self.args, "gate_target", "bound")
-        if getattr(self.args, "gate_only", False):
+            metadata["gate_target"] = self.args.gate_target
+        if self.args.gate_only:
             metadata["gate_only"] = True
-        if getattr(self.args, "gate_lr", None):
+        if self.args.gate_lr:
             metadata["gate_lr"] = self.args.gate_lr
         save_checkpoint(folder, model, self.preset, dtype=torch.float16 if small else None,
                         max_shard_mb=9.0 if small else None, metadata=metadata)
@@ -416,17 +416,16 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: {e}") from None
     if args.anchor and (args.stage != "dmd" or not math.isfinite(args.anchor) or args.anchor < 0):
         raise SystemExit("error: --anchor is a non-negative weight of the dmd stage")
-    if args.gate_weight and (args.stage != "forcing" or not preset.model.reference_copy
-                             or not math.isfinite(args.gate_weight) or args.gate_weight < 0):
+    # the copy gate's flags all belong to the forcing stage of a model that has the gate
+    copy_forcing = args.stage == "forcing" and preset.model.reference_copy
+    if args.gate_weight and (not copy_forcing or not math.isfinite(args.gate_weight) or args.gate_weight < 0):
         raise SystemExit("error: --gate-weight is a non-negative weight of the forcing stage of a model with "
                          "reference_copy (e.g. --config tiny-v2-copy)")
-    if getattr(args, "gate_lr", None) is not None and (
-            args.stage != "forcing" or not preset.model.reference_copy or args.lora or args.fsdp
-            or not math.isfinite(args.gate_lr) or args.gate_lr <= 0):
+    if args.gate_lr is not None and (not copy_forcing or args.lora or args.fsdp
+                                     or not math.isfinite(args.gate_lr) or args.gate_lr <= 0):
         raise SystemExit("error: --gate-lr is a positive rate of the copy gate in the forcing stage of a model with "
                          "reference_copy (e.g. --config tiny-v2-copy), without --lora or --fsdp")
-    if getattr(args, "gate_only", False) and (args.stage != "forcing" or not preset.model.reference_copy or args.lora
-                                               or args.fsdp):
+    if args.gate_only and (not copy_forcing or args.lora or args.fsdp):
         raise SystemExit("error: --gate-only trains the copy gate in the forcing stage of a model with reference_copy "
                          "(e.g. --config tiny-v2-copy), without --lora or --fsdp")
     if args.world_mix:
