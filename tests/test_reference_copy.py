@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fashionchameleon.config import ModelConfig, get_preset
-from fashionchameleon.model.dit import WanDiT, copy_velocity
+from fashionchameleon.model.dit import WanDiT, copy_velocity, region_shut
 from fashionchameleon.training.trainer import warm_start
 
 WITH_REF = ModelConfig(num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4, text_dim=8,
@@ -226,3 +226,49 @@ def test_the_copy_cut_shuts_the_gate_where_the_own_estimate_is_far_from_the_refe
     assert (cut_gate[far] == 0).all()
     between = ~near & ~far
     assert ((cut_gate[between] > 0) & (cut_gate[between] < gate[between])).all()
+
+
+def test_config_rules_of_the_garment_region():
+    with pytest.raises(ValueError, match="garment_region"):
+        replace(WITH_REF, garment_region=True)              # no gate to shut
+    with pytest.raises(ValueError, match="garment_region_dilation"):
+        replace(WITH_COPY, garment_region=True, garment_region_dilation=-1)
+    assert "garment_region" not in WITH_COPY.to_dict() and "garment_region_dilation" not in WITH_COPY.to_dict()
+    region = replace(WITH_COPY, garment_region=True, garment_region_dilation=2)
+    assert ModelConfig.from_dict(region.to_dict()) == region
+
+
+def test_region_shut_spreads_a_marked_position_by_the_dilation():
+    logits = torch.full((1, 1, 1, 5, 7), -30.0)
+    logits[0, 0, 0, 2, 3] = 30.0
+    for dilation, box in ((0, 1), (1, 3), (2, 5)):
+        shut = region_shut(logits, dilation)
+        assert shut.shape == logits.shape
+        marked = shut[0, 0, 0] > 0.5
+        assert marked.sum() == box * box
+        r = dilation
+        assert marked[2 - r:3 + r, 3 - r:4 + r].all()
+
+
+@torch.no_grad()
+def test_the_garment_region_shuts_the_gate_where_it_marks(randomize):
+    """Unfitted, the head marks almost nothing (the copy model, up to its low bias); where it marks, the gate is
+    shut and the network's own velocity comes out; elsewhere the gate is as before."""
+    _, gated = copy_model(randomize)
+    gated.copy_proj.bias.fill_(1.0)                           # fully open everywhere without the region
+    cfg = replace(WITH_COPY, garment_region=True, garment_region_dilation=0)
+    region = WanDiT(cfg).eval()
+    region.load_state_dict({**region.state_dict(), **gated.state_dict()})
+    x, ref, t = lat(3, 1), lat(1, 2), torch.tensor([600.0])
+    text = text_of(gated)
+    v, gate, own = gated(x, t, text, text_is_embedded=True, reference=ref, return_gate=True)
+    rv, region_gate, region_own = region(x, t, text, text_is_embedded=True, reference=ref, return_gate=True)
+    torch.testing.assert_close(region_own, own)
+    torch.testing.assert_close(region_gate, gate * (1 - torch.sigmoid(torch.tensor(-6.0))))
+    # mark the left half of the reference: shut there, open as before on the right
+    left = torch.zeros(HW)
+    left[:, : HW[1] // 2] = 1
+    region.garment_region.forward = lambda r: (60 * left - 30).expand(r.shape[0], 1, 1, *HW)
+    rv, region_gate, region_own = region(x, t, text, text_is_embedded=True, reference=ref, return_gate=True)
+    torch.testing.assert_close(rv[..., : HW[1] // 2], own[..., : HW[1] // 2], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(rv[..., HW[1] // 2:], v[..., HW[1] // 2:], atol=1e-5, rtol=1e-5)

@@ -239,6 +239,35 @@ def copy_velocity(noisy: torch.Tensor, reference: torch.Tensor, sigma: torch.Ten
     return torch.where(sigma > 0, v, torch.zeros_like(v)).to(noisy.dtype)
 
 
+class GarmentRegionHead(nn.Module):
+    """Where garments can sit in the reference, per latent position: logits (b, 1, 1, h, w) from the reference
+    latent (b, c, 1, h, w) alone. A few convolutions (dilated once, to see a whole torso), run on the one
+    reference frame; the last layer starts at zero weights and a low bias, so an unfitted head marks almost
+    nothing."""
+
+    def __init__(self, channels: int, width: int = 48):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, width, 3, padding=1), nn.GELU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.GELU(),
+            nn.Conv2d(width, width, 3, padding=2, dilation=2), nn.GELU(),
+            nn.Conv2d(width, 1, 3, padding=1))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.constant_(self.net[-1].bias, -6.0)
+
+    def forward(self, reference: torch.Tensor) -> torch.Tensor:
+        return self.net(reference[:, :, 0].to(self.net[0].weight.dtype))[:, :, None]
+
+
+def region_shut(region_logits: torch.Tensor, dilation: int) -> torch.Tensor:
+    """The share of the copy gate to shut: the region's probability, spread ``dilation`` latent positions
+    (a max filter) for the motion between the reference and the frame."""
+    p = torch.sigmoid(region_logits.float())[:, :, 0]
+    if dilation:
+        p = F.max_pool2d(p, 2 * dilation + 1, stride=1, padding=dilation)
+    return p[:, :, None]
+
+
 class WanDiT(nn.Module):
     """Wan video DiT. ``forward`` maps noisy latents (b, c, f, h, w) to the flow-matching velocity."""
 
@@ -264,6 +293,8 @@ class WanDiT(nn.Module):
             nn.init.zeros_(self.copy_proj.weight)
             nn.init.zeros_(self.copy_proj.bias)
             self.copy_distance = nn.Parameter(torch.zeros(()))
+        if cfg.garment_region:
+            self.garment_region = GarmentRegionHead(cfg.reference_channels)
         if cfg.prompt_vocab:
             self.prompt_embedding = nn.Embedding(len(cfg.prompt_vocab), cfg.text_dim)
 
@@ -395,6 +426,9 @@ class WanDiT(nn.Module):
             gate = GateClamp.apply(COPY_GAIN * z)
             if self.config.copy_cut:
                 gate = gate * (1 - far_from_reference(distance, self.config.copy_cut))
+            if self.config.garment_region:
+                shut = region_shut(self.garment_region(reference), self.config.garment_region_dilation)
+                gate = gate * (1 - shut.to(gate.device))
             own = velocity
             velocity = own + gate * (copy_velocity(noisy, reference, sigma) - own)
             if return_gate:
