@@ -45,6 +45,10 @@ def test_region_example_covers_the_reference_garment_and_is_deterministic():
     worn = [w2.render_frame(spec, g, 0.0, (56, 96))[2] for g in spec.garments]
     _, region = region_example(7, 2, (56, 96))
     assert all((m & ~region).sum() == 0 for m in worn)       # every garment of the seed at t = 0 is inside
+    _, person = region_example(7, 2, (56, 96), "person")
+    assert (region & ~person).sum() == 0 and person.sum() > region.sum()     # the person holds the garments
+    with pytest.raises(ValueError, match="target"):
+        region_example(7, 2, (56, 96), "scene")
 
 
 def test_train_region_fits_the_head_and_keeps_the_network(copy_checkpoint, tmp_path):

@@ -32,6 +32,7 @@ from ..data.world import parse_seeds
 from .runstate import default_run_dir
 
 MOTION_TIMES = (0.0, 1.0, 2.0)   # seconds: the region covers the garments over the motion, not only at t = 0
+TARGETS = ("garment", "person")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,6 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--v1-seeds", default="2000-2799",
                    help="world-1 training seeds, centre-cropped to the preset's portrait ('' for none)")
     p.add_argument("--val-share", type=float, default=0.1, help="share of each world's seeds held back to report")
+    p.add_argument("--target", choices=TARGETS, default="garment",
+                   help="what the head marks: where a garment can sit, or the whole person (moving limbs too)")
     p.add_argument("--dilation", type=int, default=1, help="latent positions the region is spread at run time")
     p.add_argument("--steps", type=int, default=2500)
     p.add_argument("--batch", type=int, default=32)
@@ -53,9 +56,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where the rendered references are kept (default ~/.cache/fashionchameleon/runs/region)")
 
 
-def region_example(seed: int, version: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def region_example(seed: int, version: int, size: tuple[int, int], target: str = "garment"
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """(reference uint8 HxWx3, region bool HxW) of one training seed: the reference wears one of the seed's
-    garments at t = 0 (chosen by the seed); the region is where any of them sits at ``MOTION_TIMES``."""
+    garments at t = 0 (chosen by the seed); the region is where any of them sits at ``MOTION_TIMES``
+    (``target`` garment), or where the person wearing any of them is (``target`` person)."""
+    if target not in TARGETS:
+        raise ValueError(f"target is one of {TARGETS}, got {target!r}")
     w, h = size
     if version == 2:
         from ..data import world_v2 as w2
@@ -75,11 +82,12 @@ def region_example(seed: int, version: int, size: tuple[int, int]) -> tuple[np.n
     region = np.zeros((h, w), bool)
     for g in spec.garments:
         for t in MOTION_TIMES:
-            region |= render(g, t)[2]
+            region |= render(g, t)[2 if target == "garment" else 1]
     return reference, region
 
 
-def render_examples(seeds: list[int], version: int, size: tuple[int, int], codec, cache: Path):
+def render_examples(seeds: list[int], version: int, size: tuple[int, int], codec, cache: Path,
+                    target: str = "garment"):
     """Reference latents (n, c, 1, h', w'), region shares per latent position (n, 1, 1, h', w') and the
     references (uint8, for the contact sheet); kept at ``cache`` (same seeds, size and codec: reused)."""
     if cache.exists():
@@ -87,7 +95,7 @@ def render_examples(seeds: list[int], version: int, size: tuple[int, int], codec
         return d["latents"], d["regions"], d["images"]
     images, regions = [], []
     for s in tqdm(seeds, desc=f"render world {version}", file=sys.stderr):
-        ref, region = region_example(s, version, size)
+        ref, region = region_example(s, version, size, target)
         images.append(ref)
         regions.append(region)
     images_np = np.stack(images)
@@ -156,8 +164,8 @@ def run(args: argparse.Namespace) -> int:
     for version, ss in seeds.items():
         if not ss:
             continue
-        key = f"w{version}-{ss[0]}-{ss[-1]}-{len(ss)}-{size[0]}x{size[1]}-{codec.latent_sha256[:12]}"
-        data = render_examples(ss, version, size, codec, run_dir / f"references-{key}.pt")
+        key = f"{args.target}-w{version}-{ss[0]}-{ss[-1]}-{len(ss)}-{size[0]}x{size[1]}-{codec.latent_sha256[:12]}"
+        data = render_examples(ss, version, size, codec, run_dir / f"references-{key}.pt", args.target)
         cut = len(ss) - max(1, int(round(len(ss) * args.val_share)))
         train.append([d[:cut] for d in data])
         val.append([d[cut:] for d in data])
@@ -190,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     report = {"val": region_scores(logits_val, m_val), "train": region_scores(logits_train, m_train[:len(z_val)]),
               "val_examples": len(z_val), "train_examples": len(z_train), "v2_seeds": args.v2_seeds,
               "v1_seeds": args.v1_seeds, "val_share": args.val_share, "steps": args.steps,
-              "dilation": args.dilation, "motion_times": list(MOTION_TIMES)}
+              "target": args.target, "dilation": args.dilation, "motion_times": list(MOTION_TIMES)}
 
     folder = resolve_folder(args.init)
     first = next(iter(read_folder_tensors(folder).values()))
