@@ -52,12 +52,13 @@ class ModelConfig:
     # check on a gate whose features cannot tell a new garment from the unchanged scene well enough. (It does not
     # catch a garment the early estimates still draw like the reference's: MODEL_CARD.md.)
     copy_cut: float = 0.0
-    # A small head that reads the reference latent alone and marks where garments can sit (the reference's own
-    # and any other of its kind, over the person's motion); the copy gate is shut there, dilated by this many
-    # latent positions. The gate's features do not tell the reference's garment from the unchanged scene
-    # (session 22): this cue does. Fitted after the network, by `train-region`; needs reference_copy.
-    garment_region: bool = False
-    garment_region_dilation: int = 1
+    # A small head that reads the reference latent alone and marks where the copy must not reach: the person
+    # (moving limbs too) or only where garments can sit, as `train-region --target` fitted it. The copy gate is
+    # shut there, the mark spread by ``region_dilation`` latent positions for the motion since the reference.
+    # The gate's own features do not tell the reference's garment or a moving arm from the unchanged scene
+    # (sessions 22-23): this cue does. Fitted after the network, by `train-region`; needs reference_copy.
+    region_head: bool = False
+    region_dilation: int = 1
 
     def __post_init__(self) -> None:
         if self.reference_copy and self.reference_channels != self.out_channels:
@@ -65,10 +66,10 @@ class ModelConfig:
                              f"got {self.reference_channels}")
         if self.copy_cut and (not self.reference_copy or not self.copy_cut > 0):
             raise ValueError(f"copy_cut is a positive distance of a model with reference_copy, got {self.copy_cut}")
-        if self.garment_region and not self.reference_copy:
-            raise ValueError("garment_region shuts the copy gate: it needs a model with reference_copy")
-        if not 0 <= self.garment_region_dilation <= 8:
-            raise ValueError(f"garment_region_dilation is 0-8 latent positions, got {self.garment_region_dilation}")
+        if self.region_head and not self.reference_copy:
+            raise ValueError("region_head shuts the copy gate: it needs a model with reference_copy")
+        if not 0 <= self.region_dilation <= 8:
+            raise ValueError(f"region_dilation is 0-8 latent positions, got {self.region_dilation}")
 
     @property
     def inner_dim(self) -> int:
@@ -78,11 +79,11 @@ class ModelConfig:
         d = dataclasses.asdict(self)
         d["patch_size"] = list(self.patch_size)
         d["prompt_vocab"] = list(self.prompt_vocab)
-        for name in ("reference_channels", "reference_copy", "copy_cut", "garment_region"):
+        for name in ("reference_channels", "reference_copy", "copy_cut", "region_head"):
             if not d[name]:                 # configs without them keep their config.json as it was
                 del d[name]
-        if not self.garment_region:
-            del d["garment_region_dilation"]
+        if not self.region_head:
+            del d["region_dilation"]
         return d
 
     @classmethod
@@ -106,7 +107,7 @@ class ModelConfig:
         if d.get("qk_norm", "rms_norm_across_heads") != "rms_norm_across_heads":
             raise ValueError(f"unsupported qk_norm {d.get('qk_norm')!r}")
         keep = {f.name for f in dataclasses.fields(cls)} - {"prompt_vocab", "reference_channels", "reference_copy",
-                                                            "copy_cut", "garment_region", "garment_region_dilation"}
+                                                            "copy_cut", "region_head", "region_dilation"}
         ours = {k: v for k, v in d.items() if k in keep}
         refs = int(d.get("_fashionchameleon_reference_channels") or 0)
         if refs:

@@ -228,13 +228,13 @@ def test_the_copy_cut_shuts_the_gate_where_the_own_estimate_is_far_from_the_refe
     assert ((cut_gate[between] > 0) & (cut_gate[between] < gate[between])).all()
 
 
-def test_config_rules_of_the_garment_region():
-    with pytest.raises(ValueError, match="garment_region"):
-        replace(WITH_REF, garment_region=True)              # no gate to shut
-    with pytest.raises(ValueError, match="garment_region_dilation"):
-        replace(WITH_COPY, garment_region=True, garment_region_dilation=-1)
-    assert "garment_region" not in WITH_COPY.to_dict() and "garment_region_dilation" not in WITH_COPY.to_dict()
-    region = replace(WITH_COPY, garment_region=True, garment_region_dilation=2)
+def test_config_rules_of_the_region_head():
+    with pytest.raises(ValueError, match="region_head"):
+        replace(WITH_REF, region_head=True)              # no gate to shut
+    with pytest.raises(ValueError, match="region_dilation"):
+        replace(WITH_COPY, region_head=True, region_dilation=-1)
+    assert "region_head" not in WITH_COPY.to_dict() and "region_dilation" not in WITH_COPY.to_dict()
+    region = replace(WITH_COPY, region_head=True, region_dilation=2)
     assert ModelConfig.from_dict(region.to_dict()) == region
 
 
@@ -251,12 +251,12 @@ def test_region_shut_spreads_a_marked_position_by_the_dilation():
 
 
 @torch.no_grad()
-def test_the_garment_region_shuts_the_gate_where_it_marks(randomize):
+def test_the_region_head_shuts_the_gate_where_it_marks(randomize):
     """Unfitted, the head marks almost nothing (the copy model, up to its low bias); where it marks, the gate is
     shut and the network's own velocity comes out; elsewhere the gate is as before."""
     _, gated = copy_model(randomize)
     gated.copy_proj.bias.fill_(1.0)                           # fully open everywhere without the region
-    cfg = replace(WITH_COPY, garment_region=True, garment_region_dilation=0)
+    cfg = replace(WITH_COPY, region_head=True, region_dilation=0)
     region = WanDiT(cfg).eval()
     region.load_state_dict({**region.state_dict(), **gated.state_dict()})
     x, ref, t = lat(3, 1), lat(1, 2), torch.tensor([600.0])
@@ -268,7 +268,7 @@ def test_the_garment_region_shuts_the_gate_where_it_marks(randomize):
     # mark the left half of the reference: shut there, open as before on the right
     left = torch.zeros(HW)
     left[:, : HW[1] // 2] = 1
-    region.garment_region.forward = lambda r: (60 * left - 30).expand(r.shape[0], 1, 1, *HW)
+    region.region_head.forward = lambda r: (60 * left - 30).expand(r.shape[0], 1, 1, *HW)
     rv, region_gate, region_own = region(x, t, text, text_is_embedded=True, reference=ref, return_gate=True)
     torch.testing.assert_close(rv[..., : HW[1] // 2], own[..., : HW[1] // 2], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(rv[..., HW[1] // 2:], v[..., HW[1] // 2:], atol=1e-5, rtol=1e-5)

@@ -36,14 +36,14 @@ def test_region_example_covers_the_reference_garment_and_is_deterministic():
     from fashionchameleon.data import world_v2 as w2
 
     for version in (1, 2):
-        ref, region = region_example(7, version, (56, 96))
-        again, region2 = region_example(7, version, (56, 96))
+        ref, region = region_example(7, version, (56, 96), "garment")
+        again, region2 = region_example(7, version, (56, 96), "garment")
         assert ref.shape == (96, 56, 3) and region.shape == (96, 56)
         assert np.array_equal(ref, again) and np.array_equal(region, region2)
         assert 0.02 < region.mean() < 0.8
     spec = w2.spec_for_seed(7)
     worn = [w2.render_frame(spec, g, 0.0, (56, 96))[2] for g in spec.garments]
-    _, region = region_example(7, 2, (56, 96))
+    _, region = region_example(7, 2, (56, 96), "garment")
     assert all((m & ~region).sum() == 0 for m in worn)       # every garment of the seed at t = 0 is inside
     _, person = region_example(7, 2, (56, 96), "person")
     assert (region & ~person).sum() == 0 and person.sum() > region.sum()     # the person holds the garments
@@ -55,24 +55,24 @@ def test_train_region_fits_the_head_and_keeps_the_network(copy_checkpoint, tmp_p
     folder, codec, model = copy_checkpoint
     out = tmp_path / "region"
     rc = main(["train-region", "--init", str(folder), "--out", str(out), "--codec", str(codec), "--v2-seeds", "10-29",
-               "--v1-seeds", "10-19", "--steps", "60", "--batch", "8", "--dilation", "2", "--threads", "1",
-               "--run-dir", str(tmp_path / "run")])
+               "--v1-seeds", "10-19", "--steps", "60", "--batch", "8", "--target", "garment", "--dilation", "1",
+               "--threads", "1", "--run-dir", str(tmp_path / "run")])
     assert rc == 0
     fitted, preset, meta = load_checkpoint(out)
-    assert preset.model.garment_region and preset.model.garment_region_dilation == 2
+    assert preset.model.region_head and preset.model.region_dilation == 1
     before = model.state_dict()
     for k, v in fitted.state_dict().items():
-        if k.startswith("garment_region."):
+        if k.startswith("region_head."):
             continue
         torch.testing.assert_close(v, before[k], atol=0, rtol=0)
-    report = json.loads((out / "garment_region.json").read_text())
-    assert meta["garment_region"]["val"] == report["val"]
+    report = json.loads((out / "region_head.json").read_text())
+    assert meta["region_head"]["val"] == report["val"]
     assert set(report["val"]) == {"iou", "recall", "false_marks"} and report["val_examples"] == 3
     assert 0 <= report["train"]["iou"] <= 1
-    assert (out / "garment_region.png").is_file()
+    assert (out / "region_head.png").is_file()
     # fitted: the head marks something (an unfitted one marks nothing at its bias of -6)
     ref = torch.randn(1, 16, 1, 6, 4)
-    assert torch.sigmoid(fitted.garment_region(ref)).max() > torch.sigmoid(torch.tensor(-5.0))
+    assert torch.sigmoid(fitted.region_head(ref)).max() > torch.sigmoid(torch.tensor(-5.0))
 
 
 @pytest.mark.parametrize("args, message", [

@@ -239,11 +239,11 @@ def copy_velocity(noisy: torch.Tensor, reference: torch.Tensor, sigma: torch.Ten
     return torch.where(sigma > 0, v, torch.zeros_like(v)).to(noisy.dtype)
 
 
-class GarmentRegionHead(nn.Module):
-    """Where garments can sit in the reference, per latent position: logits (b, 1, 1, h, w) from the reference
-    latent (b, c, 1, h, w) alone. A few convolutions (dilated once, to see a whole torso), run on the one
-    reference frame; the last layer starts at zero weights and a low bias, so an unfitted head marks almost
-    nothing."""
+class RegionHead(nn.Module):
+    """Where the copy must not reach, per latent position: logits (b, 1, 1, h, w) from the reference latent
+    (b, c, 1, h, w) alone (`train-region` fits it to the person, or to where garments can sit). A few
+    convolutions (dilated once, to see a whole torso), run on the one reference frame; the last layer starts at
+    zero weights and a low bias, so an unfitted head marks almost nothing."""
 
     def __init__(self, channels: int, width: int = 48):
         super().__init__()
@@ -293,8 +293,8 @@ class WanDiT(nn.Module):
             nn.init.zeros_(self.copy_proj.weight)
             nn.init.zeros_(self.copy_proj.bias)
             self.copy_distance = nn.Parameter(torch.zeros(()))
-        if cfg.garment_region:
-            self.garment_region = GarmentRegionHead(cfg.reference_channels)
+        if cfg.region_head:
+            self.region_head = RegionHead(cfg.reference_channels)
         if cfg.prompt_vocab:
             self.prompt_embedding = nn.Embedding(len(cfg.prompt_vocab), cfg.text_dim)
 
@@ -426,8 +426,8 @@ class WanDiT(nn.Module):
             gate = GateClamp.apply(COPY_GAIN * z)
             if self.config.copy_cut:
                 gate = gate * (1 - far_from_reference(distance, self.config.copy_cut))
-            if self.config.garment_region:
-                shut = region_shut(self.garment_region(reference), self.config.garment_region_dilation)
+            if self.config.region_head:
+                shut = region_shut(self.region_head(reference), self.config.region_dilation)
                 gate = gate * (1 - shut.to(gate.device))
             own = velocity
             velocity = own + gate * (copy_velocity(noisy, reference, sigma) - own)

@@ -1,16 +1,18 @@
-"""``python -m fashionchameleon train-region``: fit the garment-region head of a copy-gate model.
+"""``python -m fashionchameleon train-region``: fit the region head of a copy-gate model.
 
 A copy-gate model (``ModelConfig.reference_copy``) copies the reference wherever its gate is open; the gate's
-own features cannot tell the reference's garment from the unchanged scene, so it also copies the old garment
-back (session 22). The garment-region head (``ModelConfig.garment_region``) gives the gate that cue: from the
-reference latent alone it marks where a garment can sit, and the gate is shut there.
+own features cannot tell the reference's garment, or a limb that moved, from the unchanged scene, so it copies
+the old garment back and freezes the person in the reference's pose (sessions 22-23). The region head
+(``ModelConfig.region_head``) gives the gate that cue: from the reference latent alone it marks where the copy
+must not reach, and the gate is shut there.
 
-Its target, per training seed of the synthetic worlds: the union of every garment of the seed's kind (the
-reference's own and the others the seed could switch to) on that person, at a few times of the motion,
-averaged over each latent position. The reference wears one of them at t = 0, as in training and SwitchBench.
-Only the head trains (the network is frozen and untouched), in a minute or two; the references are rendered
-and encoded once and kept in the run folder. The last ``--val-share`` of the seeds is held back to report
-the head's IoU, recall and false marks (a JSON next to the checkpoint, and a contact sheet).
+Its target, per training seed of the synthetic worlds, with ``--target person`` (the default): the union of the
+person's silhouettes wearing each of the seed's garments (the reference's own and the ones it could switch to)
+at a few times of the motion; with ``--target garment``: the union of those garments alone. As a share per
+latent position. The reference wears one of them at t = 0, as in training and SwitchBench. Only the head trains
+(the network is frozen, bit for bit), in a few minutes; the references are rendered and encoded once and kept
+in the run folder. The last ``--val-share`` of the seeds is held back to report the head's IoU, recall and
+false marks (``region_head.json`` next to the checkpoint, and a contact sheet ``region_head.png``).
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ from ..data.datasets import check_training_seeds, to_tensor_image
 from ..data.world import parse_seeds
 from .runstate import default_run_dir
 
-MOTION_TIMES = (0.0, 1.0, 2.0)   # seconds: the region covers the garments over the motion, not only at t = 0
-TARGETS = ("garment", "person")
+MOTION_TIMES = (0.0, 1.0, 2.0)   # seconds: the region covers the motion, not only the reference's pose
+TARGETS = ("person", "garment")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,9 +46,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--v1-seeds", default="2000-2799",
                    help="world-1 training seeds, centre-cropped to the preset's portrait ('' for none)")
     p.add_argument("--val-share", type=float, default=0.1, help="share of each world's seeds held back to report")
-    p.add_argument("--target", choices=TARGETS, default="garment",
-                   help="what the head marks: where a garment can sit, or the whole person (moving limbs too)")
-    p.add_argument("--dilation", type=int, default=1, help="latent positions the region is spread at run time")
+    p.add_argument("--target", choices=TARGETS, default="person",
+                   help="what the head marks: the whole person (moving limbs too; tuned in session 23) or only "
+                        "where a garment can sit")
+    p.add_argument("--dilation", type=int, default=2,
+                   help="latent positions the region is spread at run time (session 23's tuning: 2)")
     p.add_argument("--steps", type=int, default=2500)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -56,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where the rendered references are kept (default ~/.cache/fashionchameleon/runs/region)")
 
 
-def region_example(seed: int, version: int, size: tuple[int, int], target: str = "garment"
+def region_example(seed: int, version: int, size: tuple[int, int], target: str = "person"
                    ) -> tuple[np.ndarray, np.ndarray]:
     """(reference uint8 HxWx3, region bool HxW) of one training seed: the reference wears one of the seed's
     garments at t = 0 (chosen by the seed); the region is where any of them sits at ``MOTION_TIMES``
@@ -87,7 +91,7 @@ def region_example(seed: int, version: int, size: tuple[int, int], target: str =
 
 
 def render_examples(seeds: list[int], version: int, size: tuple[int, int], codec, cache: Path,
-                    target: str = "garment"):
+                    target: str = "person"):
     """Reference latents (n, c, 1, h', w'), region shares per latent position (n, 1, 1, h', w') and the
     references (uint8, for the contact sheet); kept at ``cache`` (same seeds, size and codec: reused)."""
     if cache.exists():
@@ -172,11 +176,11 @@ def run(args: argparse.Namespace) -> int:
     z_train, m_train = (torch.cat([t[i] for t in train]) for i in (0, 1))
     z_val, m_val, img_val = (torch.cat([t[i] for t in val]) for i in (0, 1, 2))
 
-    cfg = dataclasses.replace(preset.model, garment_region=True, garment_region_dilation=args.dilation)
+    cfg = dataclasses.replace(preset.model, region_head=True, region_dilation=args.dilation)
     fitted = WanDiT(cfg)
     state = model.state_dict()
-    fitted.load_state_dict({**fitted.state_dict(), **{k: v for k, v in state.items() if not k.startswith("garment_region.")}})
-    head = fitted.garment_region.train()
+    fitted.load_state_dict({**fitted.state_dict(), **{k: v for k, v in state.items() if not k.startswith("region_head.")}})
+    head = fitted.region_head.train()
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     opt = torch.optim.Adam(head.parameters(), lr=args.lr)
@@ -203,11 +207,11 @@ def run(args: argparse.Namespace) -> int:
     folder = resolve_folder(args.init)
     first = next(iter(read_folder_tensors(folder).values()))
     out_meta = {k: v for k, v in meta.items() if k != "preset"}
-    out_meta["garment_region"] = {"init": str(args.init), **report}
+    out_meta["region_head"] = {"init": str(args.init), **report}
     preset = dataclasses.replace(preset, model=cfg)
     save_checkpoint(args.out, fitted, preset, metadata=out_meta, dtype=first.dtype,
                     max_shard_mb=9 if len(list(folder.glob("model-*.safetensors"))) > 1 else None)
-    (args.out / "garment_region.json").write_text(json.dumps(report, indent=1) + "\n")
-    contact_sheet(img_val, torch.sigmoid(logits_val), args.out / "garment_region.png")
+    (args.out / "region_head.json").write_text(json.dumps(report, indent=1) + "\n")
+    contact_sheet(img_val, torch.sigmoid(logits_val), args.out / "region_head.png")
     print(json.dumps(report))
     return 0
