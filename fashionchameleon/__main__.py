@@ -48,8 +48,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bank": ("data.bank", "encode a CSV of real clips (the official layout) into a latent bank the trainer reads"),
     "average": ("training.average", "interpolate the weights of two checkpoints of one run (e.g. forcing and GR-DMD)"),
     "train-codec": ("training.codec_train", "train the small latent codec of `tiny` on the synthetic world"),
-    "train-region": ("training.region_train", "fit the garment-region head that shuts a copy-gate model's gate where "
-                     "garments sit in the reference"),
+    "train-region": ("training.region_train", "fit the region head that shuts a copy-gate model's gate on the "
+                     "person (or the garments) in the reference"),
 }
 
 

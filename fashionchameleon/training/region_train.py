@@ -140,7 +140,7 @@ def contact_sheet(images: torch.Tensor, probs: torch.Tensor, path: Path, columns
         img = images[i].numpy().astype(np.float32)
         p = F.interpolate(probs[i:i + 1, :, 0], size=img.shape[:2], mode="nearest")[0, 0].numpy()[..., None]
         tiles.append((img * (1 - 0.5 * p) + np.array([255, 0, 0]) * 0.5 * p).clip(0, 255).astype(np.uint8))
-    rows = [np.concatenate(tiles[r:r + columns], 1) for r in range(0, n, columns) if len(tiles[r:r + columns]) == columns]
+    rows = [np.concatenate(tiles[r:r + columns], 1) for r in range(0, n - columns + 1, columns)]
     if rows:
         Image.fromarray(np.concatenate(rows, 0)).save(path)
 
@@ -179,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = dataclasses.replace(preset.model, region_head=True, region_dilation=args.dilation)
     fitted = WanDiT(cfg)
     state = model.state_dict()
-    fitted.load_state_dict({**fitted.state_dict(), **{k: v for k, v in state.items() if not k.startswith("region_head.")}})
+    network = {k: v for k, v in state.items() if not k.startswith("region_head.")}   # a refit starts the head anew
+    fitted.load_state_dict({**fitted.state_dict(), **network})
     head = fitted.region_head.train()
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
