@@ -301,6 +301,10 @@ PRESETS: dict[str, Preset] = {
     # per token. Trained from a tiny-v2-ref network whose gate starts closed (train --init).
     "tiny-v2-copy": dataclasses.replace(_TINY_V2_REF, name="tiny-v2-copy",
                                         model=dataclasses.replace(_TINY_V2_REF.model, reference_copy=True)),
+    # tiny-v2-copy with the region head (ModelConfig.region_head) that shuts the gate on the person, as
+    # `train-region` fits it (session 23's tuned dilation): train from a checkpoint that holds a fitted head.
+    "tiny-v2-region": dataclasses.replace(_TINY_V2_REF, name="tiny-v2-region", model=dataclasses.replace(
+        _TINY_V2_REF.model, reference_copy=True, region_head=True, region_dilation=2)),
     "tiny-v2-b": Preset(
         name="tiny-v2-b",
         model=ModelConfig(num_attention_heads=4, attention_head_dim=64, text_dim=64, freq_dim=256, ffn_dim=1024,

@@ -205,6 +205,26 @@ def test_gate_only_trains_the_copy_gate_and_nothing_else(tmp_path, rates):
             assert torch.equal(trained[k], v), f"{k} changed under --gate-only"
 
 
+def test_forcing_leaves_a_fitted_region_head_alone(tmp_path):
+    from dataclasses import replace
+
+    from fashionchameleon.model.dit import WanDiT
+
+    micro = micro_copy()
+    preset = replace(micro, name="micro-region", model=replace(micro.model, region_head=True))
+    args = parse(cli_args(tmp_path, "forcing", "--steps", "2", "--lr", "1e-2", "--gate-weight", "1"))
+    args.config = preset
+    trainer_mod.run(args)
+    torch.manual_seed(args.seed)            # the trainer builds its network right after seeding with --seed
+    start = WanDiT(preset.model).state_dict()
+    trained = torch.load(tmp_path / "run-forcing" / "state.pt", weights_only=True)["model"]
+    assert any(k.startswith("region_head.") for k in start)
+    for k, v in start.items():
+        if k.startswith("region_head."):
+            assert torch.equal(trained[k], v), f"{k} moved"
+    assert not torch.equal(trained["proj_out.weight"], start["proj_out.weight"])     # the rest trained
+
+
 def test_gate_lr_gives_the_copy_gate_its_own_rate_on_the_same_schedule(tmp_path):
     args = parse(cli_args(tmp_path, "forcing", "--steps", "2", "--lr", "1e-4", "--gate-lr", "1e-2",
                           "--gate-weight", "1"))

@@ -193,6 +193,9 @@ class Trainer:
         if args.gate_only:
             for name, p in self.model.named_parameters():
                 p.requires_grad_(name.startswith("copy_"))
+        for name, p in self.model.named_parameters():
+            if "region_head." in name:   # fitted to the world's masks by train-region: no loss here moves it
+                p.requires_grad_(False)
         # no EMA copy with --ema 0 (one copy of the weights less: the 1-GPU check at real shapes needs it)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval() if args.ema > 0 else None
         self.model.gradient_checkpointing = bool(getattr(args, "checkpointing", False))
