@@ -428,7 +428,7 @@ class WanDiT(nn.Module):
                 gate = gate * (1 - far_from_reference(distance, self.config.copy_cut))
             if self.config.region_head:
                 shut = region_shut(self.region_head(reference), self.config.region_dilation)
-                gate = gate * (1 - shut.to(gate.device))
+                gate = gate * (1 - shut)
             own = velocity
             velocity = own + gate * (copy_velocity(noisy, reference, sigma) - own)
             if return_gate:

@@ -54,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=2500)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the fit's batch order")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--run-dir", type=Path, default=None,
                    help="where the rendered references are kept (default ~/.cache/fashionchameleon/runs/region)")
@@ -182,7 +182,6 @@ def run(args: argparse.Namespace) -> int:
     network = {k: v for k, v in state.items() if not k.startswith("region_head.")}   # a refit starts the head anew
     fitted.load_state_dict({**fitted.state_dict(), **network})
     head = fitted.region_head.train()
-    torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     opt = torch.optim.Adam(head.parameters(), lr=args.lr)
     for step in (bar := tqdm(range(args.steps), desc="fit region head", file=sys.stderr)):

@@ -190,11 +190,10 @@ class Trainer:
             from .lora import apply_lora
 
             self.model = apply_lora(self.model, args.lora)
-        if args.gate_only:
-            for name, p in self.model.named_parameters():
-                p.requires_grad_(name.startswith("copy_"))
         for name, p in self.model.named_parameters():
-            if "region_head." in name:   # fitted to the world's masks by train-region: no loss here moves it
+            # --gate-only: the copy gate alone; a region head was fitted to the world's masks by train-region, and
+            # no loss here moves it
+            if "region_head." in name or (args.gate_only and not name.startswith("copy_")):
                 p.requires_grad_(False)
         # no EMA copy with --ema 0 (one copy of the weights less: the 1-GPU check at real shapes needs it)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval() if args.ema > 0 else None
