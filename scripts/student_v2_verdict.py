@@ -52,7 +52,7 @@ CODEC = str(ROOT / "assets/checkpoints/codec-v2")
 TUNING_SEEDS = "1000-1015"     # world-v2 training seeds: choosing among a lineage never touches held-out ones
 HELD_OUT_SEEDS = "500000-500015"
 STAGES = ("forcing", "student", "average")   # $PILOT/<stage>-<PRESET><TAG>
-# the shipped default's held-out evals (scripts/pilot_v2.sh student-eval, session 19): same seeds, cases, photos
+# the shipped default's held-out evals (scripts/pilot_v2.sh student-eval, session 24): same seeds, cases, photos
 DEFAULT_FILES = {"world2": "reports/pilot-v2/switchbench-student-tiny-v2-region-g9.json",
                  "world1": "reports/pilot-v2/switchbench-student-tiny-v2-region-g9-world1.json",
                  "realbench": "reports/pilot-v2/realbench-student-tiny-v2-region-g9.json"}

@@ -70,7 +70,8 @@ def test_the_v1_student_dresses_a_held_out_person_in_the_garment():
 
 
 @pytest.mark.parametrize("folder, name, mode, stage, steps", [
-    ("teacher-v2", "tiny-v2-a", "bidirectional", "teacher", 3000),   # the pilot's shape: 2,018 steps, then a 3,000-step cosine
+    # the teacher the default descends from (the pilot's shape: 2,018 steps, then a 3,000-step cosine)
+    ("teacher-v2", "tiny-v2-a", "bidirectional", "teacher", 3000),
     # the embedded default (session 24): the copy gate with a person region head; its last stage, teacher forcing
     # of 300 steps (the run -g9, after -g8's 300; config.json's lineage)
     ("student-v2", "tiny-v2-region", "block-causal", "forcing", 300),
@@ -107,8 +108,9 @@ def test_the_default_generator_is_the_v2_student_with_its_codec():
 
 def test_the_default_student_dresses_a_held_out_v2_person_in_the_garment():
     """As the v1 test above, on 12 held-out world-v2 seeds at the model's 112x192. Measured at shipping: mean
-    0.33, median 0.28 (one hard case 0.88; the session-19 default: 0.35, 0.34, 0.86); a stream that only copied the reference photo scores mean 0.85,
-    median 0.85 on the same seeds, so the bound sits between them with room for the hard cases."""
+    0.33, median 0.28 (one hard case 0.88; the session-19 default: 0.35, 0.34, 0.86); a stream that only copied
+    the reference photo scores mean 0.85, median 0.85 on the same seeds, so the bound sits between them with room
+    for the hard cases."""
     from fashionchameleon.streaming.generator import StreamingGenerator
 
     gen = StreamingGenerator.from_pretrained()

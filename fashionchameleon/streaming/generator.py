@@ -40,7 +40,7 @@ ASSETS = Path(__file__).resolve().parents[2] / "assets"
 # assets/checkpoints/tiny and codec, for SwitchBench's v1 rows and for anyone pinning the old model.
 DEFAULT_CHECKPOINT = ASSETS / "checkpoints" / "student-v2"
 DEFAULT_CODEC = ASSETS / "checkpoints" / "codec-v2"
-DEFAULT_PRESET = "tiny-v2-region"        # the default checkpoint's shape, for random weights when it is missing
+DEFAULT_PRESET = "tiny-v2-region"   # the default checkpoint's shape, for random weights when it is missing
 
 
 def shipped_codec_for(latent_sha256: str | None) -> Path:
