@@ -272,6 +272,8 @@ _TINY_V2_A = Preset(
 )
 _TINY_V2_REF = dataclasses.replace(_TINY_V2_A, name="tiny-v2-ref",
                                    model=dataclasses.replace(_TINY_V2_A.model, reference_channels=16))
+_TINY_V2_COPY = dataclasses.replace(_TINY_V2_REF, name="tiny-v2-copy",
+                                    model=dataclasses.replace(_TINY_V2_REF.model, reference_copy=True))
 
 PRESETS: dict[str, Preset] = {
     # The first model's (the CPU default until tiny-v2-a): 64 tokens per latent frame at 128x128 (8x VAE,
@@ -299,12 +301,11 @@ PRESETS: dict[str, Preset] = {
     "tiny-v2-ref": _TINY_V2_REF,
     # tiny-v2-ref with the learned copy gate (ModelConfig.reference_copy): one more linear head of 4 outputs
     # per token. Trained from a tiny-v2-ref network whose gate starts closed (train --init).
-    "tiny-v2-copy": dataclasses.replace(_TINY_V2_REF, name="tiny-v2-copy",
-                                        model=dataclasses.replace(_TINY_V2_REF.model, reference_copy=True)),
+    "tiny-v2-copy": _TINY_V2_COPY,
     # tiny-v2-copy with the region head (ModelConfig.region_head) that shuts the gate on the person, as
     # `train-region` fits it (session 23's tuned dilation): train from a checkpoint that holds a fitted head.
-    "tiny-v2-region": dataclasses.replace(_TINY_V2_REF, name="tiny-v2-region", model=dataclasses.replace(
-        _TINY_V2_REF.model, reference_copy=True, region_head=True, region_dilation=2)),
+    "tiny-v2-region": dataclasses.replace(_TINY_V2_COPY, name="tiny-v2-region", model=dataclasses.replace(
+        _TINY_V2_COPY.model, region_head=True, region_dilation=2)),
     "tiny-v2-b": Preset(
         name="tiny-v2-b",
         model=ModelConfig(num_attention_heads=4, attention_head_dim=64, text_dim=64, freq_dim=256, ffn_dim=1024,
