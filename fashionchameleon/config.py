@@ -152,6 +152,9 @@ class StreamConfig:
     # is snapped onto it, fading back to the model's estimate at twice the distance (0: off). What a tiny
     # network copies through attention comes out blurred into its token grid; this copies it exactly.
     reference_snap: float = 0.0
+    # every variant: decoded frames go through a deblocking filter (model/deblock.py) that smooths the token
+    # and codec grid seams whose excess step is below this fraction of the pixel range (0: off)
+    deblock: float = 0.0
 
     def __post_init__(self) -> None:
         # the one range check of the switch settings (command-line overrides, `average`, config.json files)
@@ -164,7 +167,7 @@ class StreamConfig:
         for name in ("reference_mix", "reanchor_mix"):
             if not 0.0 <= getattr(self, name) <= 1.0:      # also refuses NaN
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("reference_gate", "switch_guidance", "reference_snap"):
+        for name in ("reference_gate", "switch_guidance", "reference_snap", "deblock"):
             if not 0.0 <= getattr(self, name) < float("inf"):
                 raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
 

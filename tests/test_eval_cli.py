@@ -141,6 +141,7 @@ def test_switch_policy_overrides_reach_full(micro_assets):
                                     "reference_gate": 0.0, "switch_guidance": 1.0, "switch_guidance_blocks": 1,
                                     "switch_guidance_steps": 0}
     assert out["reference_snap"] == 0.0             # the checkpoint's own (not a switch setting: every variant's)
+    assert out["deblock"] == 0.0
     assert out["rows"]["full"] == out["rows"]["paper"]
     r = subprocess.run([sys.executable, "-m", "fashionchameleon", "eval", "--reference-mix", "1.5"], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
@@ -162,7 +163,8 @@ def test_stream_overrides_put_in_only_what_was_given():
     got = stream_overrides(p.parse_args(["--reference-mix", "0.5", "--withdraw-sink", "no", "--keep-recent", "0"]), base)
     assert (got.reference_mix, got.withdraw_sink, got.keep_recent, got.reanchor_after) == (0.5, False, 0, 1)
     assert stream_overrides(p.parse_args(["--reference-snap", "1.5"]), base).reference_snap == 1.5
+    assert stream_overrides(p.parse_args(["--deblock", "0.5"]), base).deblock == 0.5
     for bad in (["--keep-recent", "-1"], ["--reanchor-mix", "nan"], ["--reference-gate", "-0.5"],
-                ["--reference-snap", "inf"]):
+                ["--reference-snap", "inf"], ["--deblock", "-0.1"]):
         with pytest.raises(ValueError):
             stream_overrides(p.parse_args(bad), base)

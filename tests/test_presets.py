@@ -45,7 +45,7 @@ def test_stream_config_refuses_out_of_range_switch_settings():
     from fashionchameleon.config import StreamConfig
 
     for bad in ({"reference_mix": 1.5}, {"reference_mix": float("nan")}, {"reanchor_mix": -0.1},
-                {"reference_gate": -1.0}, {"reference_snap": float("inf")}, {"keep_recent": -1}, {"reanchor_after": -2}, {"block_frames": 0}):
+                {"reference_gate": -1.0}, {"reference_snap": float("inf")}, {"deblock": -0.5}, {"keep_recent": -1}, {"reanchor_after": -2}, {"block_frames": 0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             StreamConfig(**bad)
     for preset in PRESETS.values():     # every preset passes it

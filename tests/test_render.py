@@ -58,6 +58,7 @@ def test_render_writes_h264_with_requested_frames(tmp_path, micro_assets, inputs
     ("switch_outside", "outside the video"),
     ("switch_syntax", "FRAME:IMAGE"),
     ("bad_prompt", "prompt"),
+    ("bad_deblock", "--deblock"),
     ("ckpt_missing_tensor", "missing"),
     ("ckpt_bad_shape", "shape"),
     ("ckpt_no_folder", "no such folder"),
@@ -80,6 +81,8 @@ def test_render_bad_input(tmp_path, micro_assets, inputs, case, needle):
         extra = ["--switch", "soon"]
     elif case == "bad_prompt":
         extra = ["--prompt", "moonwalk"]
+    elif case == "bad_deblock":
+        extra = ["--deblock", "-1"]
     elif case.startswith("ckpt"):
         broken = tmp_path / "broken"
         broken.mkdir()

@@ -225,6 +225,29 @@ def test_forcing_leaves_a_fitted_region_head_alone(tmp_path):
     assert not torch.equal(trained["proj_out.weight"], start["proj_out.weight"])     # the rest trained
 
 
+def test_region_dilation_trains_and_records_another_spread(tmp_path):
+    """`--region-dilation` replaces the preset's spread for the run, and the exported checkpoint records it (the
+    loader builds the network from the checkpoint's config: it streams with the spread it was trained with)."""
+    from dataclasses import replace
+
+    from fashionchameleon.model.loading import load_checkpoint
+
+    micro = micro_copy()
+    preset = replace(micro, name="micro-region", model=replace(micro.model, region_head=True, region_dilation=1))
+    args = parse(cli_args(tmp_path, "forcing", "--steps", "1", "--region-dilation", "3", "--out",
+                          str(tmp_path / "out")))
+    args.config = preset
+    trainer_mod.run(args)
+    model, loaded, _ = load_checkpoint(tmp_path / "out")
+    assert loaded.model.region_dilation == model.config.region_dilation == 3
+    assert loaded.model == replace(preset.model, region_dilation=3)
+    for bad, needle in ((["--region-dilation", "2"], "region head"), (["--region-dilation", "9"], "0-8")):
+        args = parse(cli_args(tmp_path, "forcing", "--steps", "1", *bad))
+        args.config = preset if needle == "0-8" else micro
+        with pytest.raises(SystemExit, match=needle):
+            trainer_mod.run(args)
+
+
 def test_gate_lr_gives_the_copy_gate_its_own_rate_on_the_same_schedule(tmp_path):
     args = parse(cli_args(tmp_path, "forcing", "--steps", "2", "--lr", "1e-4", "--gate-lr", "1e-2",
                           "--gate-weight", "1"))

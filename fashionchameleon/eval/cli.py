@@ -56,6 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference-snap", type=float, default=None,
                    help="override the streaming config's reference_snap (latent distance snapped onto the "
                         "reference; 0: off)")
+    p.add_argument("--deblock", type=float, default=None,
+                   help="override the streaming config's deblock (the largest seam step smoothed on the token and "
+                        "codec grids, a fraction of the pixel range; 0: off)")
     p.add_argument("--world", type=int, choices=[1, 2], default=None,
                    help="the synthetic world whose seeds to evaluate (default: the checkpoint's own), rendered at "
                         "the checkpoint's resolution (v1 at a portrait size: the centre crop of its square)")
@@ -73,10 +76,10 @@ SWITCH_SETTINGS = ("reference_mix", "reanchor_after", "reanchor_mix", "reference
 
 def stream_overrides(args: argparse.Namespace, stream: StreamConfig) -> StreamConfig:
     """The streaming config with the settings given on the command line (--keep-recent, --withdraw-sink,
-    --reference-snap, --reference-mix, ...) put in; ValueError (naming the flag) for a value StreamConfig refuses."""
+    --reference-snap, --deblock, --reference-mix, ...) put in; ValueError (naming the flag) for a value StreamConfig refuses."""
     import dataclasses
 
-    names = ("keep_recent", "reference_snap") + SWITCH_SETTINGS
+    names = ("keep_recent", "reference_snap", "deblock") + SWITCH_SETTINGS
     given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.withdraw_sink is not None:
         given["withdraw_sink"] = args.withdraw_sink == "yes"
@@ -197,6 +200,7 @@ def run(args: argparse.Namespace) -> int:
            "paired": {}, "cases": len(seeds), "seeds": f"{seeds[0]}-{seeds[-1]}",
            "checkpoint_sha": gen.checkpoint_sha, "world": preset.world_version, "keep_recent": stream.keep_recent,
            "withdraw_sink": stream.withdraw_sink, "reference_snap": stream.reference_snap,
+           "deblock": stream.deblock,
            "switch_policy": {k: getattr(stream, k) for k in SWITCH_SETTINGS},
            "seconds": round(time.time() - t0, 1),
            "per_case": {p: rows for p, rows in results.items()}}

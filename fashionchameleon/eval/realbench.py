@@ -22,7 +22,8 @@ Cases: every person x every garment, switching mid-stream to the next garment in
   size) over the mean |gradient| elsewhere, on the late frames (1.0 = invisible); ``grid_visibility_codec``
   is the same on the codec's block grid (spatial compression); for scale, ``grid_photo`` is the token-grid
   visibility of the fitted photo itself (the floor) and ``grid_codec_roundtrip`` that of the photo encoded
-  and decoded by the codec alone (what the codec adds before the model draws anything);
+  and decoded by the codec alone (what the codec adds before the model draws anything; through the stream's
+  deblocking filter when its config sets one, as the stream's frames are);
 - garment landing: CIELAB distance (dE76) of the torso's mean colour to the new garment's median colour, in the
   block before the switch (``landing_before``) and the late frames (``landing_after``); ``landing_gain`` =
   before - after; ``landed`` when the gain is at least ``LANDED_DE`` (a clearly visible change);
@@ -184,18 +185,16 @@ def garment_region(shape: tuple[int, int], box: tuple[int, int, int, int]) -> np
 # Running the cases
 # ----------------------------------------------------------------------------------------------------------
 
-def grid_sizes(gen) -> tuple[int, int]:
-    """(token pixels, codec block pixels) of a generator: spatial compression x patch, spatial compression."""
-    sc = gen.preset.spatial_compression
-    return sc * gen.model.config.patch_size[1], sc
-
-
 def codec_roundtrip(gen, person: np.ndarray) -> np.ndarray:
-    """The photo through the codec alone (encode, decode), as uint8 (H, W, 3)."""
+    """The photo through the codec alone (encode, decode), as uint8 (H, W, 3); decoded as the stream decodes,
+    through the streaming config's deblocking filter (off unless its ``deblock`` is set)."""
     import torch
 
+    from ..model.deblock import deblock
+
     with torch.no_grad():
-        frame = gen.codec.decode(gen.encode_image(person).float())[0, :, 0].cpu()
+        video = gen.codec.decode(gen.encode_image(person).float())
+        frame = deblock(video, *gen.grid_pixels, gen.preset.stream.deblock)[0, :, 0].cpu()
     return ((frame.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
 
 
@@ -272,7 +271,7 @@ def run_realbench(gen, root: Path, cfg: RealBenchConfig = RealBenchConfig(), out
 
     t0 = time.time()
     persons, garments = find_inputs(root)
-    token_px, codec_px = grid_sizes(gen)
+    token_px, codec_px = gen.grid_pixels
     cases = []
     for p in persons:
         photo = load_image(p, f"person image {p.name}")

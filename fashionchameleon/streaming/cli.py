@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ..config import TINY_V2_PROMPTS
@@ -31,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the embedded default model)")
     p.add_argument("--codec", default=None, help="codec folder (default: the shipped codec the checkpoint was trained on)")
     p.add_argument("--upscale", type=int, default=1, help="nearest-neighbour upscaling of the written video")
+    p.add_argument("--deblock", type=float, default=None,
+                   help="override the checkpoint's deblocking filter (the largest seam step smoothed on the "
+                        "token and codec grids, a fraction of the pixel range; 0: off, the raw decoded frames)")
     p.add_argument("-o", "--output", required=True, type=Path)
 
 
@@ -66,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"--frames must be at least 1, got {args.frames}")
     if args.variant not in VARIANTS:
         return _fail(f"unknown --variant {args.variant!r} (choose from {', '.join(VARIANTS)})")
+    if args.deblock is not None and not 0 <= args.deblock < float("inf"):
+        return _fail(f"--deblock must be a finite number >= 0, got {args.deblock}")
     if args.output.suffix.lower() != ".mp4":
         return _fail(f"{args.output}: the output must be an .mp4 file")
     if not args.output.parent.exists():
@@ -76,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
         garment = load_image(args.garment, args.garment)
         switch_images = [(f, load_image(p, p), p) for f, p in switches]
         gen = StreamingGenerator.from_pretrained(args.checkpoint or DEFAULT_CHECKPOINT, args.codec)
+        if args.deblock is not None:
+            gen = gen.with_config(stream=replace(gen.preset.stream, deblock=args.deblock))
         session = gen.session(person, garment, args.prompt, seed=args.seed, variant=args.variant,
                               num_frames=args.frames, garment_label=Path(args.garment).name)
     except (InputImageError, CheckpointError, ValueError, FileNotFoundError) as e:

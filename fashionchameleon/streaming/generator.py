@@ -29,6 +29,7 @@ from ..config import Preset, StreamConfig, get_preset
 from ..media import fit_garment, fit_person, load_image
 from ..model import causal
 from ..model.dit import far_from_reference
+from ..model.deblock import deblock
 from ..model.kv_cache import WindowPolicy
 from ..model.loading import shipped_configs, shipped_tiny_codecs
 from ..model.schedule import stream_sigmas
@@ -149,6 +150,12 @@ class StreamingGenerator:
         """The same model and codec (shared, not copied) under another preset and/or streaming config."""
         return StreamingGenerator(self.model, self.codec, preset or self.preset, device=self.device,
                                   checkpoint_sha=self.checkpoint_sha, stream=stream, text_encoder=self.text_encoder)
+
+    @property
+    def grid_pixels(self) -> tuple[int, int]:
+        """(token pixels, codec block pixels): spatial compression x patch, spatial compression."""
+        sc = self.preset.spatial_compression
+        return sc * self.model.config.patch_size[1], sc
 
     # -- images -> latents ---------------------------------------------------------------------------------------------
     @property
@@ -272,7 +279,7 @@ class Session:
         self.recent = blk if self.recent is None else torch.cat([self.recent, blk], 2)[:, :, -keep:]
 
     def _decode(self, blk: torch.Tensor) -> np.ndarray:
-        video = self.decoder.decode(blk.float())
+        video = deblock(self.decoder.decode(blk.float()), *self.gen.grid_pixels, self.stream_cfg.deblock)
         frames = ((video[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).cpu().numpy()
         self.last_frame = frames[-1]
         return frames

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -50,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gate-only", action="store_true",
                    help="forcing with a reference_copy model: train only the copy gate (copy_proj, copy_distance), the "
                         "rest frozen as --init left it (cheap: no backward through the trunk; pass a larger --lr)")
+    p.add_argument("--region-dilation", type=int, default=None, metavar="N",
+                   help="a model with a region head: train with the head's mark spread N latent positions (0-8) "
+                        "instead of the preset's; the checkpoint records it")
     p.add_argument("--tau", type=float, default=0.2, help="dmd: gradient-reweighting temperature (inf = plain DMD)")
     p.add_argument("--reference", choices=["other", "same"], default="other",
                    help="other: the reference wears another garment (the paper's mismatch); same: the clip's own "
@@ -412,6 +416,15 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     codec = load_codec(args.codec) if Path(args.codec).exists() else None
     preset = args.config if isinstance(args.config, Preset) else get_preset(args.config)
+    if args.region_dilation is not None:
+        if not preset.model.region_head:
+            raise SystemExit(f"error: --region-dilation needs a model with a region head (e.g. --config "
+                             f"tiny-v2-region), not {preset.name}")
+        try:
+            model_cfg = dataclasses.replace(preset.model, region_dilation=args.region_dilation)
+        except ValueError as e:
+            raise SystemExit(f"error: --region-dilation: {e}") from None
+        args.config = preset = dataclasses.replace(preset, model=model_cfg)
     try:
         world_version, world_size = preset.training_world()
     except ValueError as e:
