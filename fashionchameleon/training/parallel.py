@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -60,6 +61,13 @@ def shutdown_distributed() -> None:
     exception")."""
     if dist.is_initialized():
         dist.barrier()
+        # ... and a count in the rendezvous store (which outlives the group's connections): no rank starts closing
+        # its connections until every rank has left the barrier, whose last messages may still be in flight
+        store = dist.distributed_c10d._get_default_store()
+        store.add("fashionchameleon/shutdown", 1)
+        deadline = time.monotonic() + 60
+        while store.add("fashionchameleon/shutdown", 0) < dist.get_world_size() and time.monotonic() < deadline:
+            time.sleep(0.01)
         dist.destroy_process_group()
 
 
