@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fashionchameleon.data.datasets import to_tensor_image, to_uint8
 from fashionchameleon.eval import realbench as R
 from fashionchameleon.eval import switchbench as S
 from fashionchameleon.eval.metrics import psnr
@@ -37,15 +38,10 @@ WORLD_SEEDS = range(1000, 1008)
 PERSON_SEEDS, GARMENT_SEEDS = range(1000, 1006), range(1006, 1009)
 
 
-def to_uint8(video: torch.Tensor) -> np.ndarray:
-    """(1, 3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3)."""
-    return ((video[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).numpy()
-
-
 def filtered(frames: np.ndarray, token_px: int, codec_px: int, threshold: float) -> np.ndarray:
     """uint8 frames (T, H, W, 3) through the filter, back to uint8."""
-    video = torch.from_numpy(frames).float().div(127.5).sub(1).permute(3, 0, 1, 2)[None]
-    return to_uint8(deblock(video, token_px, codec_px, threshold))
+    video = to_tensor_image(frames).transpose(0, 1)[None]          # (1, 3, T, H, W)
+    return to_uint8(deblock(video, token_px, codec_px, threshold)[0])
 
 
 def main() -> None:
@@ -82,6 +78,7 @@ def main() -> None:
             video, switch_frame, first_block = R.stream_case(gen, person, garment, switch_to, cfg)
             streams.append((person, switch_to, video, switch_frame, first_block))
 
+    photo_grid = float(np.mean([R.grid_visibility(p[None], token_px) for p in persons]))
     rows = []
     for threshold in THRESHOLDS:
         world_rows = []
@@ -95,13 +92,13 @@ def main() -> None:
             m = R.case_metrics(filtered(video, token_px, codec_px, threshold), person, switch_to, box, switch_frame,
                                cfg, (token_px, codec_px), early=first_block)
             real_rows.append((m["fidelity_ratio"], m["ref_ssim_early"], m["ref_ssim_late"], m["grid_visibility"]))
-        trip = [R.grid_visibility(to_uint8(deblock(rt, token_px, codec_px, threshold)), token_px) for rt in roundtrips]
+        trip = [R.grid_visibility(to_uint8(deblock(rt, token_px, codec_px, threshold)[0]), token_px) for rt in roundtrips]
         w, r = np.mean(world_rows, 0), np.mean(real_rows, 0)
         row = {"threshold": threshold, "world_grid_token": w[0], "world_grid_codec": w[1], "world_psnr": w[2],
                "world_psnr_outside_garment": w[3], "synthetic_photos_fidelity_ratio": r[0],
                "synthetic_photos_ssim_early": r[1], "synthetic_photos_ssim_late": r[2],
                "synthetic_photos_grid_token": r[3], "roundtrip_grid_token": float(np.mean(trip)),
-               "photo_grid_token": float(np.mean([R.grid_visibility(p[None], token_px) for p in persons]))}
+               "photo_grid_token": photo_grid}
         row = {k: round(float(v), 4) for k, v in row.items()}
         rows.append(row)
         print(json.dumps(row), flush=True)

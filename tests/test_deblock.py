@@ -7,12 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from fashionchameleon.data.datasets import to_uint8
 from fashionchameleon.eval.realbench import grid_visibility
 from fashionchameleon.model.deblock import deblock
-
-
-def to_uint8(video: torch.Tensor) -> np.ndarray:
-    return ((video[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).numpy()
 
 
 def blocky_frames(seed: int = 0, frames: int = 5, h: int = 48, w: int = 64, seam: float = 0.1) -> torch.Tensor:
@@ -33,7 +30,7 @@ def test_threshold_zero_is_the_identity():
 def test_faint_seams_fade_and_the_picture_stays():
     v = blocky_frames(seam=0.15)
     out = deblock(v, 16, 8, 0.5)
-    before, after = grid_visibility(to_uint8(v), 16), grid_visibility(to_uint8(out), 16)
+    before, after = grid_visibility(to_uint8(v[0]), 16), grid_visibility(to_uint8(out[0]), 16)
     assert before > 1.7 and after < 1.0 + 0.25 * (before - 1.0)
     # corrections are equal and opposite around each line: every row's and column's sum is kept
     assert torch.allclose(out.sum(dim=(3, 4)), v.sum(dim=(3, 4)), atol=1e-3)

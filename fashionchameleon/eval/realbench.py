@@ -190,12 +190,12 @@ def codec_roundtrip(gen, person: np.ndarray) -> np.ndarray:
     through the streaming config's deblocking filter (off unless its ``deblock`` is set)."""
     import torch
 
+    from ..data.datasets import to_uint8
     from ..model.deblock import deblock
 
     with torch.no_grad():
         video = gen.codec.decode(gen.encode_image(person).float())
-        frame = deblock(video, *gen.grid_pixels, gen.preset.stream.deblock)[0, :, 0].cpu()
-    return ((frame.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+        return to_uint8(deblock(video, *gen.grid_pixels, gen.preset.stream.deblock)[0, :, 0])
 
 
 def stream_case(gen, person: np.ndarray, garment_a: np.ndarray, garment_b: np.ndarray,
