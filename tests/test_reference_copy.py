@@ -163,6 +163,37 @@ def test_forcing_supervises_the_gate_with_where_the_truth_is_the_reference(rando
         TeacherForcing(WanDiT(WITH_REF), preset, gate_weight=0.5)
 
 
+def test_moved_weight_weighs_the_positions_where_the_truth_left_the_reference(randomize):
+    """``moved_weight`` W: the velocity loss is (S_still + (1 + W) S_moved) / (N_still + (1 + W) N_moved) over
+    the squared errors S and the position counts N of the two kinds, so L_W x the denominator is affine in W; a
+    clip all still (or all moved) gives the plain loss."""
+    from fashionchameleon.config import Preset
+    from fashionchameleon.training.objectives import TeacherForcing
+
+    _, gated = copy_model(randomize)
+    preset = Preset(name="copy-test", model=WITH_COPY, resolution=(48, 32), train_latent_frames=6)
+    ref = lat(1, 2)
+    text = torch.randn(1, 3, 8, generator=torch.Generator().manual_seed(9))
+
+    def loss_of(video, weight):
+        batch = {"video": video, "reference": ref, "garment": lat(1, 3), "prompts": ["x"], "text": text}
+        objective = TeacherForcing(gated, preset, garment_dropout=0.0, moved_weight=weight)
+        with torch.no_grad():
+            return objective(batch, torch.Generator().manual_seed(0))[0].item()
+
+    for video in (ref.expand(1, 4, 6, *HW).clone(), ref.expand(1, 4, 6, *HW) + 5.0):
+        assert loss_of(video, 3.0) == pytest.approx(loss_of(video, 0.0), rel=1e-6)
+    video = ref.expand(1, 4, 6, *HW).clone()
+    video[..., 4:] += 5.0                                   # the right third of every frame moved
+    n_moved = 6 * HW[0] * 2
+    n_still = 6 * HW[0] * HW[1] - n_moved
+    scaled = {w: loss_of(video, w) * (n_still + (1 + w) * n_moved) for w in (0.0, 1.0, 3.0)}
+    assert scaled[3.0] - scaled[0.0] == pytest.approx(3 * (scaled[1.0] - scaled[0.0]), rel=1e-5)
+    assert loss_of(video, 3.0) != pytest.approx(loss_of(video, 0.0), rel=1e-3)     # the weighting did act
+    with pytest.raises(ValueError, match="moved_weight"):
+        TeacherForcing(gated, preset, moved_weight=-1.0)
+
+
 def test_oracle_gate_target_is_the_copy_that_lands_closest_to_the_truth():
     """The oracle target moves the network's clean estimate toward the reference as far as brings it closest to
     the truth: 1 where the truth is the reference, the fraction of the way for a truth part of the way, 0 where

@@ -248,6 +248,22 @@ def test_region_dilation_trains_and_records_another_spread(tmp_path):
             trainer_mod.run(args)
 
 
+def test_moved_weight_trains_a_reference_model_and_is_recorded(tmp_path):
+    """`--moved-weight` belongs to the forcing stage of a model that takes the reference latent; the exported
+    checkpoint records it."""
+    from fashionchameleon.model.loading import load_checkpoint
+
+    args = parse(cli_args(tmp_path, "forcing", "--steps", "1", "--moved-weight", "2", "--out", str(tmp_path / "out")))
+    args.config = micro_copy()
+    trainer_mod.run(args)
+    assert load_checkpoint(tmp_path / "out")[2]["moved_weight"] == 2.0
+    for stage, config, weight in (("forcing", "micro", "2"), ("teacher", None, "2"), ("forcing", None, "-1")):
+        args = parse(cli_args(tmp_path, stage, "--steps", "1", "--moved-weight", weight))
+        args.config = micro_copy() if config is None else get_preset(config)
+        with pytest.raises(SystemExit, match="--moved-weight"):
+            trainer_mod.run(args)
+
+
 def test_gate_lr_gives_the_copy_gate_its_own_rate_on_the_same_schedule(tmp_path):
     args = parse(cli_args(tmp_path, "forcing", "--steps", "2", "--lr", "1e-4", "--gate-lr", "1e-2",
                           "--gate-weight", "1"))

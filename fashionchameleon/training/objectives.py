@@ -78,13 +78,22 @@ class TeacherForcing(torch.nn.Module):
     moved the network's own clean estimate closest to the truth (its projection onto the line to the reference,
     clamped to [0, 1]), which is 1 where the truth is the reference and weighs a partial copy against the
     network's estimate elsewhere.
+
+    With ``moved_weight`` > 0, the velocity loss weighs each latent position where the truth left the reference
+    (farther than ``gate_bound``: the new garment, a moving limb) 1 + ``moved_weight`` times, normalised by the
+    batch's mean weight so that the loss keeps its scale: the trunk's capacity goes where copying cannot help.
     """
 
     def __init__(self, model: WanDiT, preset: Preset, garment_dropout: float = 0.1, gate_weight: float = 0.0,
-                 gate_bound: float = 0.2, gate_target: str = "bound"):
+                 gate_bound: float = 0.2, gate_target: str = "bound", moved_weight: float = 0.0):
         super().__init__()
         if gate_weight and not model.config.reference_copy:
             raise ValueError("a gate loss needs a model with reference_copy")
+        if not 0.0 <= moved_weight < float("inf"):
+            raise ValueError(f"moved_weight must be a finite number >= 0, got {moved_weight}")
+        if moved_weight and not model.config.reference_channels:
+            raise ValueError("moved_weight needs a model that takes the reference latent (reference_channels)")
+        self.moved_weight = moved_weight
         self.model = model
         self.preset, self.garment_dropout = preset, garment_dropout
         if gate_target not in ("bound", "oracle"):
@@ -114,7 +123,13 @@ class TeacherForcing(torch.nn.Module):
         out = model(seq, t, cond.text, positions=positions, frame_mask=mask, context=cache, text_is_embedded=True,
                     reference=cache.reference, return_gate=self.gate_weight > 0)
         v, gate, own = out if self.gate_weight > 0 else (out, None, None)
-        loss = F.mse_loss(v[:, :, f:].float(), noise - x0)
+        if self.moved_weight:
+            moved = (x0.float() - cache.reference.float()).norm(dim=1, keepdim=True) >= self.gate_bound
+            weight = 1 + self.moved_weight * moved.float()
+            squared = (v[:, :, f:].float() - (noise - x0).float()).square()
+            loss = (squared * weight).mean() / weight.mean()
+        else:
+            loss = F.mse_loss(v[:, :, f:].float(), noise - x0)
         metrics = {"loss": loss.item()}
         if gate is not None:
             gate_loss = F.mse_loss(gate[:, :, f:].float(), self._gate_target(x0, cache.reference, seq[:, :, f:],

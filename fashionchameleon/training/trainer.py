@@ -51,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gate-only", action="store_true",
                    help="forcing with a reference_copy model: train only the copy gate (copy_proj, copy_distance), the "
                         "rest frozen as --init left it (cheap: no backward through the trunk; pass a larger --lr)")
+    p.add_argument("--moved-weight", type=float, default=0.0, metavar="W",
+                   help="forcing with a model that takes the reference latent: the velocity loss weighs positions "
+                        "where the truth left the reference (new garment, moving limbs) 1 + W times (0: all alike)")
     p.add_argument("--region-dilation", type=int, default=None, metavar="N",
                    help="a model with a region head: train with the head's mark spread N latent positions (0-8) "
                         "instead of the preset's; the checkpoint records it")
@@ -247,7 +250,7 @@ class Trainer:
             return TeacherFlowMatching(self.model, self.preset)
         if self.args.stage == "forcing":
             return TeacherForcing(self.model, self.preset, gate_weight=self.args.gate_weight,
-                                  gate_target=self.args.gate_target)
+                                  gate_target=self.args.gate_target, moved_weight=self.args.moved_weight)
         from .dmd import GradientReweightedDMD
 
         return GradientReweightedDMD(self.model, self.preset, self.teacher, self.critic, tau=self.args.tau,
@@ -382,6 +385,8 @@ class Trainer:
         if self.args.gate_weight:
             metadata["gate_weight"] = self.args.gate_weight
             metadata["gate_target"] = self.args.gate_target
+        if self.args.moved_weight:
+            metadata["moved_weight"] = self.args.moved_weight
         if self.args.gate_only:
             metadata["gate_only"] = True
         if self.args.gate_lr:
@@ -443,6 +448,10 @@ def run(args: argparse.Namespace) -> int:
     if args.gate_only and (not copy_forcing or args.lora or args.fsdp):
         raise SystemExit("error: --gate-only trains the copy gate in the forcing stage of a model with reference_copy "
                          "(e.g. --config tiny-v2-copy), without --lora or --fsdp")
+    if args.moved_weight and (args.stage != "forcing" or not preset.model.reference_channels
+                              or not math.isfinite(args.moved_weight) or args.moved_weight < 0):
+        raise SystemExit("error: --moved-weight is a non-negative weight of the forcing stage of a model that takes "
+                         "the reference latent (e.g. --config tiny-v2-region)")
     if args.world_mix:
         problem = _world_mix_problem(args, preset)
         if problem:
