@@ -70,9 +70,10 @@ def test_train_region_fits_the_head_and_keeps_the_network(copy_checkpoint, tmp_p
     assert set(report["val"]) == {"iou", "recall", "false_marks"} and report["val_examples"] == 3
     assert 0 <= report["train"]["iou"] <= 1
     assert (out / "region_head.png").is_file()
-    # fitted: the head marks something (an unfitted one marks nothing at its bias of -6)
-    ref = torch.randn(1, 16, 1, 6, 4)
-    assert torch.sigmoid(fitted.region_head(ref)).max() > torch.sigmoid(torch.tensor(-5.0))
+    # fitted: the head marks part of the target on the seeds it fitted (an unfitted one, at its bias of -6, marks
+    # nothing: recall 0). Not a random latent: how far a head fitted for 60 steps reaches off the world's latents
+    # varies with the machine's arithmetic (one CI run's random input stayed at logit -5.2).
+    assert report["train"]["recall"] > 0
 
 
 @pytest.mark.parametrize("args, message", [
