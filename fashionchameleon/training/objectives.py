@@ -124,8 +124,7 @@ class TeacherForcing(torch.nn.Module):
                     reference=cache.reference, return_gate=self.gate_weight > 0)
         v, gate, own = out if self.gate_weight > 0 else (out, None, None)
         if self.moved_weight:
-            moved = (x0.float() - cache.reference.float()).norm(dim=1, keepdim=True) >= self.gate_bound
-            weight = 1 + self.moved_weight * moved.float()
+            weight = 1 + self.moved_weight * self._left_reference(x0, cache.reference).float()
             squared = (v[:, :, f:].float() - (noise - x0).float()).square()
             loss = (squared * weight).mean() / weight.mean()
         else:
@@ -139,13 +138,18 @@ class TeacherForcing(torch.nn.Module):
             metrics["loss"] = loss.item()
         return loss, metrics
 
+    def _left_reference(self, x0: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """(b, 1, f, h, w) bool per latent position: the truth is farther than ``gate_bound`` (L2 over channels)
+        from the reference."""
+        return (x0.float() - reference.float()).norm(dim=1, keepdim=True) >= self.gate_bound
+
     @torch.no_grad()
     def _gate_target(self, x0: torch.Tensor, reference: torch.Tensor, noisy: torch.Tensor, sigma: torch.Tensor,
                      own: torch.Tensor) -> torch.Tensor:
         """(b, 1, f, h, w) per latent position: where copying the reference is right."""
-        x0, reference = x0.float(), reference.float()
         if self.gate_target == "bound":
-            return ((x0 - reference).norm(dim=1, keepdim=True) < self.gate_bound).float()
+            return (~self._left_reference(x0, reference)).float()
+        x0, reference = x0.float(), reference.float()
         # the noisy blocks all sit at sigma > 0 (the stream's levels), so the own clean estimate is defined
         estimate = noisy.float() - sigma[:, None, :, None, None] * own.float()
         toward = reference - estimate
